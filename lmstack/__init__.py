@@ -1,0 +1,17 @@
+"""lmstack: an open LLM's whole life on your own machine."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from lmstack.model.loaded import LoadedModel
+
+
+def load(ref: str, device: str | None = None, dtype: str | None = None) -> "LoadedModel":
+    """Load a model by catalog name, GGUF path, HF directory or registry id."""
+    from lmstack.model.loaded import load as _load
+
+    return _load(ref, device=device, dtype=dtype)

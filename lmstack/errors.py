@@ -1,0 +1,8 @@
+"""The one error class users see: the CLI prints its message and exits non-zero, no traceback."""
+
+
+class LmstackError(Exception):
+    """A problem with the user's input (path, config, file, model name, values).
+
+    The message must say what is wrong and how to fix it, in one line.
+    """

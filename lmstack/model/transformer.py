@@ -1,0 +1,323 @@
+"""The decoder-only transformer, in one file.
+
+Every supported family (Llama 2/3, SmolLM2, Mistral, Qwen2, Gemma 3) runs through this code; the
+differences are values in `ModelConfig`. Submodule names equal Hugging Face transformers' so a
+state dict moves between the two unchanged, and PEFT adapters address the same modules.
+
+Shapes: B batch, T new tokens, S keys seen (cache + new), H heads, K kv heads, D head dim.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from lmstack.model.config import ModelConfig
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float, offset: float = 0.0):
+        super().__init__()
+        # Gemma keeps weights around 0 and scales by (1 + w); Llama keeps them around 1.
+        self.weight = nn.Parameter(torch.zeros(dim) if offset else torch.ones(dim))
+        self.eps = eps
+        self.offset = offset
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Normalise in fp32: bf16 sums of squares lose too much precision.
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (xf * (self.offset + self.weight.float())).type_as(x)
+
+
+# --- rotary position embeddings ------------------------------------------------------------------
+
+
+def rope_frequencies(head_dim: int, theta: float, scaling: dict | None) -> tuple[torch.Tensor, float]:
+    """Inverse frequencies for RoPE, and the factor that cos/sin are multiplied by."""
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim)
+    kind = (scaling or {}).get("rope_type", "default")
+    if kind == "default":
+        return inv_freq, 1.0
+    if kind == "linear":  # position interpolation: positions / factor
+        return inv_freq / scaling["factor"], 1.0
+    if kind == "llama3":
+        return _llama3_frequencies(inv_freq, scaling), 1.0
+    if kind == "yarn":
+        return _yarn_frequencies(head_dim, theta, scaling)
+    from lmstack.errors import LmstackError
+
+    raise LmstackError(f"unsupported rope scaling '{kind}'; supported: linear, llama3, yarn")
+
+
+def _llama3_frequencies(inv_freq: torch.Tensor, s: dict) -> torch.Tensor:
+    """Llama 3.1: slow down long wavelengths by `factor`, keep short ones, blend in between."""
+    factor, low, high = s["factor"], s["low_freq_factor"], s["high_freq_factor"]
+    old_context = s["original_max_position_embeddings"]
+    wavelen = 2 * math.pi / inv_freq
+    scaled = torch.where(wavelen > old_context / low, inv_freq / factor, inv_freq)
+    smooth = (old_context / wavelen - low) / (high - low)
+    blended = (1 - smooth) * scaled / factor + smooth * scaled
+    in_between = (wavelen >= old_context / high) & (wavelen <= old_context / low)
+    return torch.where(in_between, blended, scaled)
+
+
+def _yarn_frequencies(head_dim: int, theta: float, s: dict) -> tuple[torch.Tensor, float]:
+    """YaRN: interpolate low frequencies, extrapolate high ones, ramp between; rescale attention."""
+    factor = s["factor"]
+    original = s.get("original_max_position_embeddings", 4096)
+    beta_fast, beta_slow = s.get("beta_fast", 32), s.get("beta_slow", 1)
+    attention_factor = s.get("attention_factor") or 0.1 * math.log(factor) + 1.0
+
+    def correction_dim(rotations: float) -> float:
+        return head_dim * math.log(original / (rotations * 2 * math.pi)) / (2 * math.log(theta))
+
+    low = max(math.floor(correction_dim(beta_fast)), 0)
+    high = min(math.ceil(correction_dim(beta_slow)), head_dim - 1)
+    ramp = (torch.arange(head_dim // 2, dtype=torch.float32) - low) / max(high - low, 0.001)
+    extrapolate = 1 - ramp.clamp(0, 1)
+    base = theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim)
+    inv_freq = (1 / (factor * base)) * (1 - extrapolate) + (1 / base) * extrapolate
+    return inv_freq, attention_factor
+
+
+class Rotary(nn.Module):
+    """cos/sin tables computed on the fly from position ids (cheap, and exact for any position)."""
+
+    def __init__(self, head_dim: int, theta: float, scaling: dict | None):
+        super().__init__()
+        inv_freq, self.attention_factor = rope_frequencies(head_dim, theta, scaling)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def forward(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        freqs = position_ids[..., None].float() * self.inv_freq  # [B, T, D/2]
+        angles = torch.cat([freqs, freqs], dim=-1)
+        cos = (angles.cos() * self.attention_factor).to(dtype)
+        sin = (angles.sin() * self.attention_factor).to(dtype)
+        return cos[:, None], sin[:, None]  # broadcast over heads
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos + rotated * sin
+
+
+# --- KV cache ------------------------------------------------------------------------------------
+
+
+class KVCache:
+    """Pre-allocated keys and values for every layer: [B, K, max_len, D]."""
+
+    def __init__(self, config: ModelConfig, batch: int, max_len: int, device, dtype):
+        shape = (batch, config.num_kv_heads, max_len, config.head_dim)
+        self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.num_layers)]
+        self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.num_layers)]
+        self.max_len = max_len
+        self.length = 0  # positions filled, the same for every layer and row
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store the new k/v of `layer`; return all keys/values seen so far."""
+        start, end = self.length, self.length + k.shape[2]
+        self.keys[layer][:, :, start:end] = k
+        self.values[layer][:, :, start:end] = v
+        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+
+    def advance(self, n: int) -> None:
+        self.length += n
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        """Keep the rows `rows` (beam search picks which hypotheses continue)."""
+        self.keys = [k.index_select(0, rows) for k in self.keys]
+        self.values = [v.index_select(0, rows) for v in self.values]
+
+
+# --- the blocks ----------------------------------------------------------------------------------
+
+
+class Attention(nn.Module):
+    def __init__(self, c: ModelConfig, layer: int):
+        super().__init__()
+        self.layer = layer
+        self.num_heads, self.num_kv_heads, self.head_dim = c.num_heads, c.num_kv_heads, c.head_dim
+        self.scale = c.attention_scale
+        self.q_proj = nn.Linear(c.hidden_size, c.num_heads * c.head_dim, bias=c.attention_bias)
+        self.k_proj = nn.Linear(c.hidden_size, c.num_kv_heads * c.head_dim, bias=c.attention_bias)
+        self.v_proj = nn.Linear(c.hidden_size, c.num_kv_heads * c.head_dim, bias=c.attention_bias)
+        self.o_proj = nn.Linear(c.num_heads * c.head_dim, c.hidden_size, bias=c.attention_out_bias)
+        if c.qk_norm:
+            self.q_norm = RMSNorm(c.head_dim, c.rms_norm_eps, c.norm_offset)
+            self.k_norm = RMSNorm(c.head_dim, c.rms_norm_eps, c.norm_offset)
+
+    def forward(self, x, cos, sin, mask, cache: KVCache | None) -> torch.Tensor:
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        if hasattr(self, "q_norm"):
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if cache is not None:
+            k, v = cache.update(self.layer, k, v)
+        if self.num_kv_heads != self.num_heads:  # grouped-query attention: share each kv head
+            repeat = self.num_heads // self.num_kv_heads
+            k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
+        causal_without_mask = mask is None and T > 1
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=causal_without_mask, scale=self.scale
+        )
+        return self.o_proj(out.transpose(1, 2).reshape(B, T, -1))
+
+
+class MLP(nn.Module):
+    def __init__(self, c: ModelConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(c.hidden_size, c.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(c.hidden_size, c.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(c.intermediate_size, c.hidden_size, bias=False)
+        self.act = nn.SiLU() if c.activation == "silu" else nn.GELU(approximate="tanh")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))  # SwiGLU / GeGLU
+
+
+class Block(nn.Module):
+    def __init__(self, c: ModelConfig, layer: int):
+        super().__init__()
+        self.sliding = c.layer_types[layer] == "sliding_attention"
+        self.sandwich = c.sandwich_norm
+        self.self_attn = Attention(c, layer)
+        self.mlp = MLP(c)
+        self.input_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps, c.norm_offset)
+        # Llama: `post_attention_layernorm` is the norm before the MLP. Gemma: it normalises the
+        # attention output, and two more norms wrap the MLP. The names follow transformers.
+        self.post_attention_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps, c.norm_offset)
+        if c.sandwich_norm:
+            self.pre_feedforward_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps, c.norm_offset)
+            self.post_feedforward_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps, c.norm_offset)
+
+    def forward(self, x, cos, sin, mask, cache):
+        if self.sandwich:
+            x = x + self.post_attention_layernorm(self.self_attn(self.input_layernorm(x), cos, sin, mask, cache))
+            return x + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x)))
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class Decoder(nn.Module):
+    """The stack under `model.` in transformers' naming."""
+
+    def __init__(self, c: ModelConfig):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(c.vocab_size, c.hidden_size)
+        self.layers = nn.ModuleList(Block(c, i) for i in range(c.num_layers))
+        self.norm = RMSNorm(c.hidden_size, c.rms_norm_eps, c.norm_offset)
+
+
+class Transformer(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.model = Decoder(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+        self.rotary_global = Rotary(config.head_dim, config.rope_theta, config.rope_scaling)
+        # Gemma 3's sliding layers use a plain rotary with their own base and no scaling.
+        local_theta = config.local_rope_theta or config.rope_theta
+        local_scaling = None if config.local_rope_theta else config.rope_scaling
+        self.rotary_local = Rotary(config.head_dim, local_theta, local_scaling)
+        self.gradient_checkpointing = False
+
+    def new_cache(self, batch: int, max_len: int) -> KVCache:
+        p = self.lm_head.weight
+        return KVCache(self.config, batch, max_len, p.device, p.dtype)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        segment_ids: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        last_only: bool = False,
+    ) -> torch.Tensor:
+        """Logits [B, T, V] in fp32 (T = 1 with `last_only`).
+
+        attention_mask: [B, S] 1 for real tokens, 0 for padding, covering cached and new tokens.
+        segment_ids: [B, T] packed samples; tokens attend only within their own segment.
+        """
+        c = self.config
+        past = cache.length if cache is not None else 0
+        if cache is not None and past + input_ids.shape[1] > cache.max_len:
+            from lmstack.errors import LmstackError
+
+            raise LmstackError(f"sequence of {past + input_ids.shape[1]} tokens exceeds the cache ({cache.max_len})")
+        if position_ids is None:
+            position_ids = default_positions(input_ids, attention_mask, past)
+        x = self.model.embed_tokens(input_ids)
+        if c.scale_embeddings:
+            x = x * torch.tensor(c.embedding_multiplier, dtype=x.dtype)
+        cos_g, sin_g = self.rotary_global(position_ids, x.dtype)
+        cos_l, sin_l = self.rotary_local(position_ids, x.dtype)
+        full_mask = build_mask(input_ids.shape[1], past, attention_mask, segment_ids, None, x.device)
+        local_mask = full_mask
+        if c.sliding_window is not None:
+            local_mask = build_mask(input_ids.shape[1], past, attention_mask, segment_ids, c.sliding_window, x.device)
+        for layer in self.model.layers:
+            cos, sin, mask = (cos_l, sin_l, local_mask) if layer.sliding else (cos_g, sin_g, full_mask)
+            if self.gradient_checkpointing and self.training:
+                x = checkpoint(layer, x, cos, sin, mask, cache, use_reentrant=False)
+            else:
+                x = layer(x, cos, sin, mask, cache)
+        if cache is not None:
+            cache.advance(input_ids.shape[1])
+        if last_only:
+            x = x[:, -1:]
+        logits = self.lm_head(self.model.norm(x)).float()
+        if c.final_logit_softcapping:
+            cap = c.final_logit_softcapping
+            logits = torch.tanh(logits / cap) * cap
+        return logits
+
+
+def default_positions(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, past: int) -> torch.Tensor:
+    """Positions count real tokens only, so left padding does not shift them."""
+    T = input_ids.shape[1]
+    if attention_mask is None:
+        return torch.arange(past, past + T, device=input_ids.device).expand(input_ids.shape[0], T)
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -T:]
+
+
+def build_mask(
+    T: int,
+    past: int,
+    attention_mask: torch.Tensor | None,
+    segment_ids: torch.Tensor | None,
+    window: int | None,
+    device: torch.device,
+) -> torch.Tensor | None:
+    """Boolean [B|1, 1, T, S] mask (True = may attend), or None for plain causal attention."""
+    S = past + T
+    if attention_mask is None and segment_ids is None and (window is None or S <= window):
+        # SDPA's is_causal aligns the triangle top-left, which is right only without a past;
+        # a single new query may see every key.
+        if past == 0 or T == 1:
+            return None
+    q = torch.arange(past, S, device=device)[:, None]
+    k = torch.arange(S, device=device)[None, :]
+    allowed = k <= q
+    if window is not None:
+        allowed = allowed & (q - k < window)
+    allowed = allowed[None]
+    if attention_mask is not None:
+        allowed = allowed & attention_mask[:, None, :S].bool()
+    if segment_ids is not None:
+        allowed = allowed & (segment_ids[:, :, None] == segment_ids[:, None, :])
+    # A padding query would see nothing and give NaN; let every token see itself.
+    allowed = allowed | (q == k)[None]
+    return allowed[:, None]
