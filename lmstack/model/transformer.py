@@ -39,7 +39,8 @@ class RMSNorm(nn.Module):
 
 def rope_frequencies(head_dim: int, theta: float, scaling: dict | None) -> tuple[torch.Tensor, float]:
     """Inverse frequencies for RoPE, and the factor that cos/sin are multiplied by."""
-    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim)
+    # Always on the CPU: models are built on the meta device before their weights are assigned.
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64, device="cpu").float() / head_dim)
     kind = (scaling or {}).get("rope_type", "default")
     if kind == "default":
         return inv_freq, 1.0
@@ -78,9 +79,9 @@ def _yarn_frequencies(head_dim: int, theta: float, s: dict) -> tuple[torch.Tenso
 
     low = max(math.floor(correction_dim(beta_fast)), 0)
     high = min(math.ceil(correction_dim(beta_slow)), head_dim - 1)
-    ramp = (torch.arange(head_dim // 2, dtype=torch.float32) - low) / max(high - low, 0.001)
+    ramp = (torch.arange(head_dim // 2, dtype=torch.float32, device="cpu") - low) / max(high - low, 0.001)
     extrapolate = 1 - ramp.clamp(0, 1)
-    base = theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim)
+    base = theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64, device="cpu").float() / head_dim)
     inv_freq = (1 / (factor * base)) * (1 - extrapolate) + (1 / base) * extrapolate
     return inv_freq, attention_factor
 
@@ -224,14 +225,18 @@ class Transformer(nn.Module):
         self.config = config
         self.model = Decoder(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        if config.tie_word_embeddings:
-            self.lm_head.weight = self.model.embed_tokens.weight
+        self.tie_weights()
         self.rotary_global = Rotary(config.head_dim, config.rope_theta, config.rope_scaling)
         # Gemma 3's sliding layers use a plain rotary with their own base and no scaling.
         local_theta = config.local_rope_theta or config.rope_theta
         local_scaling = None if config.local_rope_theta else config.rope_scaling
         self.rotary_local = Rotary(config.head_dim, local_theta, local_scaling)
         self.gradient_checkpointing = False
+
+    def tie_weights(self) -> None:
+        """Share the embedding matrix with the output head (call again after assigning weights)."""
+        if self.config.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
 
     def new_cache(self, batch: int, max_len: int) -> KVCache:
         p = self.lm_head.weight

@@ -1,0 +1,45 @@
+"""Post-training datasets: read files, normalize formats, apply chat templates with label masks,
+pack or pad batches, and inspect a dataset as the model sees it.
+
+Formats and templating import nothing heavy; packing (torch) and inspection (numpy, matplotlib)
+load on first use of their names, so `lmstack data convert` starts fast.
+"""
+
+from importlib import import_module
+from typing import Any
+
+from lmstack.data.formats import (
+    CHAT_FORMATS,
+    FORMATS,
+    Dataset,
+    convert,
+    convert_file,
+    detect_format,
+    load_dataset,
+    normalize_record,
+)
+from lmstack.data.io import SourceRecords, read_records, read_source, write_jsonl
+from lmstack.data.templating import (
+    IGNORE_INDEX,
+    TokenizedSample,
+    render_chat,
+    tokenize_conversation,
+    tokenize_preference,
+    tokenize_text,
+)
+
+_LAZY = {"pack_samples": "lmstack.data.packing", "pad_batch": "lmstack.data.packing",
+         "inspect_dataset": "lmstack.data.inspect", "print_report": "lmstack.data.inspect",
+         "InspectReport": "lmstack.data.inspect"}
+
+__all__ = [
+    "CHAT_FORMATS", "FORMATS", "Dataset", "convert", "convert_file", "detect_format", "load_dataset",
+    "normalize_record", "SourceRecords", "read_records", "read_source", "write_jsonl", "IGNORE_INDEX",
+    "TokenizedSample", "render_chat", "tokenize_conversation", "tokenize_preference", "tokenize_text", *_LAZY,
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'lmstack.data' has no attribute {name!r}")

@@ -1,0 +1,113 @@
+"""Reading dataset files into plain records, and writing JSONL without half-written files.
+
+Every record remembers where it came from (`line 7` of a JSONL file, `row 3` of a CSV), so a
+schema error can point the user at the exact place to fix.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from lmstack.errors import LmstackError
+from lmstack.home import atomic_path
+
+SUPPORTED_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+
+
+@dataclass
+class SourceRecords:
+    """Records read from one file, each with a human-readable location inside it."""
+
+    path: Path
+    records: list[dict[str, Any]]
+    locations: list[str]
+
+    def where(self, index: int) -> str:
+        """`file, line 7`: the place to name in an error about record `index` (0-based)."""
+        return f"{self.path}, {self.locations[index]}"
+
+
+def read_source(path: str | Path) -> SourceRecords:
+    """Read a JSONL, JSON (a list of objects), CSV or Parquet file, remembering record locations."""
+    path = Path(path)
+    if not path.is_file():
+        raise LmstackError(f"Dataset file not found: {path}. Check the path.")
+    readers = {".jsonl": _read_jsonl, ".json": _read_json, ".csv": _read_csv, ".parquet": _read_parquet}
+    reader = readers.get(path.suffix.lower())
+    if reader is None:
+        raise LmstackError(
+            f"Unsupported dataset file type '{path.suffix}' ({path}); use one of {', '.join(SUPPORTED_SUFFIXES)}."
+        )
+    records, locations = reader(path)
+    return SourceRecords(path, records, locations)
+
+
+def read_records(path: str | Path) -> list[dict[str, Any]]:
+    """Read a dataset file into a list of dict records (see `read_source`)."""
+    return read_source(path).records
+
+
+def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> Path:
+    """Write records as JSONL (UTF-8, one object per line); the file appears only when complete."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            for record in records:
+                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return path
+
+
+def _read_jsonl(path: Path) -> tuple[list[dict], list[str]]:
+    records, locations = [], []
+    with open(path, encoding="utf-8") as f:
+        for line_number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue  # blank lines (often a trailing one) carry no record
+            where = f"line {line_number}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise LmstackError(f"{path}, {where}: invalid JSON ({e.msg}); fix or remove that line.") from None
+            records.append(_require_object(record, path, where))
+            locations.append(where)
+    return records, locations
+
+
+def _read_json(path: Path) -> tuple[list[dict], list[str]]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise LmstackError(f"{path}: invalid JSON at line {e.lineno} ({e.msg}).") from None
+    if not isinstance(data, list):
+        raise LmstackError(f"{path}: a .json dataset must be a list of objects; for one object per line use .jsonl.")
+    locations = [f"record {i}" for i in range(1, len(data) + 1)]
+    return [_require_object(r, path, w) for r, w in zip(data, locations)], locations
+
+
+def _read_csv(path: Path) -> tuple[list[dict], list[str]]:
+    with open(path, encoding="utf-8", newline="") as f:
+        records = [dict(row) for row in csv.DictReader(f)]
+    # Row 1 is the header, so the first record is row 2, the number a spreadsheet shows.
+    return records, [f"row {i}" for i in range(2, len(records) + 2)]
+
+
+def _read_parquet(path: Path) -> tuple[list[dict], list[str]]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise LmstackError("Reading Parquet needs pyarrow: pip install pyarrow") from None
+    try:
+        records = pq.read_table(path).to_pylist()
+    except Exception as e:  # pyarrow raises several types for a damaged file
+        raise LmstackError(f"{path}: cannot read Parquet file ({e}).") from None
+    return records, [f"record {i}" for i in range(1, len(records) + 1)]
+
+
+def _require_object(record: Any, path: Path, where: str) -> dict:
+    if not isinstance(record, dict):
+        raise LmstackError(f"{path}, {where}: expected a JSON object, got {type(record).__name__}.")
+    return record

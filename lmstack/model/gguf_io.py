@@ -1,0 +1,197 @@
+"""Read a GGUF file (llama.cpp's format) into a ModelConfig and a transformers-named state dict.
+
+Quantized tensors are dequantized with the `gguf` package's reference codecs. Two conventions of
+llama.cpp's converter are undone so the weights match the original checkpoint:
+- Llama q/k projections are stored with rows permuted for interleaved RoPE;
+- Gemma RMSNorm weights are stored as (1 + w).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lmstack.errors import LmstackError
+from lmstack.model.config import ModelConfig
+
+# llama.cpp architecture name -> our family. Mistral GGUFs say "llama".
+GGUF_FAMILIES = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "gemma3": "gemma3"}
+
+# Gemma 3 facts llama.cpp hard-codes rather than storing in the file.
+GEMMA3_GLOBAL_EVERY = 6
+GEMMA3_LOCAL_ROPE_THETA = 10000.0
+
+_BLOCK_TENSORS = {
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj",
+    "attn_q_norm": "self_attn.q_norm",
+    "attn_k_norm": "self_attn.k_norm",
+    "attn_norm": "input_layernorm",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+    "post_attention_norm": "post_attention_layernorm",
+    "post_ffw_norm": "post_feedforward_layernorm",
+}
+
+
+def open_gguf(path: str | Path):
+    """A GGUFReader, or a clear error for a missing, truncated or foreign file."""
+    import gguf
+
+    path = Path(path)
+    if not path.is_file():
+        raise LmstackError(f"GGUF file not found: {path}")
+    with open(path, "rb") as f:
+        if f.read(4) != b"GGUF":
+            raise LmstackError(f"{path} is not a GGUF file (bad magic bytes)")
+    try:
+        return gguf.GGUFReader(path)
+    except Exception as e:  # the reader raises assorted errors on truncated data
+        raise LmstackError(f"{path} is truncated or corrupt ({type(e).__name__}: {e}); download it again") from e
+
+
+# The vocabulary arrays are large; the tokenizer reads them itself.
+_VOCAB_KEYS = ("tokenizer.ggml.tokens", "tokenizer.ggml.scores", "tokenizer.ggml.token_type", "tokenizer.ggml.merges")
+
+
+def metadata(reader) -> dict[str, Any]:
+    """Scalar, string and small array metadata as Python values (not the vocabulary)."""
+    out = {}
+    for key, field in reader.fields.items():
+        if key.startswith("GGUF.") or key in _VOCAB_KEYS:
+            continue
+        try:
+            out[key] = field.contents()
+        except Exception:  # unknown value types: skip rather than fail the load
+            continue
+    return out
+
+
+def config_from_gguf(reader) -> ModelConfig:
+    meta = metadata(reader)
+    arch = meta.get("general.architecture")
+    if arch not in GGUF_FAMILIES:
+        raise LmstackError(
+            f"unsupported architecture '{arch}' in GGUF; supported: {', '.join(GGUF_FAMILIES)}"
+        )
+    family = GGUF_FAMILIES[arch]
+
+    def get(key: str, default=None):
+        return meta.get(f"{arch}.{key}", default)
+
+    hidden = get("embedding_length")
+    heads = get("attention.head_count")
+    layers = get("block_count")
+    head_dim = get("attention.key_length") or hidden // heads
+    layer_types: list[str] = []
+    sliding_window = get("attention.sliding_window")
+    if family == "gemma3":
+        layer_types = [
+            "full_attention" if (i + 1) % GEMMA3_GLOBAL_EVERY == 0 else "sliding_attention"
+            for i in range(layers)
+        ]
+    elif sliding_window:
+        layer_types = ["sliding_attention"] * layers
+    vocab = get("vocab_size") or len(reader.fields["tokenizer.ggml.tokens"].data)
+    kv_heads = get("attention.head_count_kv", heads)
+    return ModelConfig(
+        family=family,
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=get("feed_forward_length"),
+        num_layers=layers,
+        num_heads=heads,
+        num_kv_heads=kv_heads if isinstance(kv_heads, int) else int(kv_heads[0]),
+        head_dim=head_dim,
+        max_position_embeddings=get("context_length", 4096),
+        rms_norm_eps=get("attention.layer_norm_rms_epsilon", 1e-6),
+        rope_theta=get("rope.freq_base", 10000.0),
+        rope_scaling=_rope_scaling(get),
+        local_rope_theta=GEMMA3_LOCAL_ROPE_THETA if family == "gemma3" else None,
+        sliding_window=sliding_window if layer_types else None,
+        layer_types=layer_types,
+        query_pre_attn_scalar=head_dim if family == "gemma3" else None,
+        bos_token_id=meta.get("tokenizer.ggml.bos_token_id"),
+        eos_token_id=meta.get("tokenizer.ggml.eos_token_id"),
+        pad_token_id=meta.get("tokenizer.ggml.padding_token_id"),
+        **_traits(family),
+    )
+
+
+def _traits(family: str) -> dict[str, Any]:
+    from lmstack.model.config import FAMILIES
+
+    return FAMILIES[family]["traits"]
+
+
+def _rope_scaling(get) -> dict[str, Any] | None:
+    kind = get("rope.scaling.type")
+    if kind in (None, "none"):
+        return None
+    if kind == "linear":
+        return {"rope_type": "linear", "factor": get("rope.scaling.factor")}
+    if kind == "yarn":
+        return {
+            "rope_type": "yarn",
+            "factor": get("rope.scaling.factor"),
+            "original_max_position_embeddings": get("rope.scaling.original_context_length"),
+        }
+    raise LmstackError(f"unsupported rope scaling '{kind}' in GGUF")
+
+
+def hf_name(gguf_name: str, family: str) -> str | None:
+    """transformers' parameter name for a GGUF tensor name (None for tensors we do not use)."""
+    top = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
+           "output.weight": "lm_head.weight"}
+    if gguf_name in top:
+        return top[gguf_name]
+    parts = gguf_name.split(".")  # blk.N.kind.(weight|bias)
+    if parts[0] != "blk" or len(parts) != 4:
+        return None
+    _, layer, kind, suffix = parts
+    if kind == "ffn_norm":  # the norm before the MLP has a different name in Gemma
+        module = "pre_feedforward_layernorm" if family == "gemma3" else "post_attention_layernorm"
+    else:
+        module = _BLOCK_TENSORS.get(kind)
+    return None if module is None else f"model.layers.{layer}.{module}.{suffix}"
+
+
+def state_dict_from_gguf(reader, config: ModelConfig) -> dict[str, torch.Tensor]:
+    """Dequantized fp32 tensors under transformers' names."""
+    from gguf import GGMLQuantizationType
+    from gguf.quants import dequantize
+
+    state: dict[str, torch.Tensor] = {}
+    for tensor in reader.tensors:
+        name = hf_name(tensor.name, config.family)
+        if name is None:
+            continue
+        try:
+            if tensor.tensor_type in (GGMLQuantizationType.F32, GGMLQuantizationType.F16):
+                array = np.asarray(tensor.data, dtype=np.float32)
+            else:
+                array = dequantize(tensor.data, tensor.tensor_type)
+        except NotImplementedError as e:
+            raise LmstackError(f"tensor {tensor.name} uses {tensor.tensor_type.name}, which cannot be dequantized") from e
+        shape = tuple(int(d) for d in reversed(tensor.shape))  # GGUF lists dimensions innermost first
+        array = array.reshape(shape)
+        if config.family == "llama" and name.endswith(("q_proj.weight", "k_proj.weight")):
+            heads = config.num_heads if "q_proj" in name else config.num_kv_heads
+            array = _undo_rope_permutation(array, heads)
+        if config.norm_offset and name.endswith("norm.weight"):
+            array = array - np.float32(config.norm_offset)
+        state[name] = torch.from_numpy(np.array(array, dtype=np.float32))  # a writable copy
+    config.tie_word_embeddings = "lm_head.weight" not in state
+    return state
+
+
+def _undo_rope_permutation(w: np.ndarray, heads: int) -> np.ndarray:
+    """llama.cpp interleaves the two halves of each head's rows; put them back."""
+    half = w.shape[0] // heads // 2
+    return w.reshape(heads, half, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)

@@ -1,0 +1,78 @@
+"""Hugging Face model directories: `config.json` + safetensors (single or sharded) + tokenizer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lmstack.errors import LmstackError
+from lmstack.home import atomic_path
+from lmstack.model.config import ModelConfig
+
+SHARD_INDEX = "model.safetensors.index.json"
+
+
+def read_config(directory: Path) -> ModelConfig:
+    path = directory / "config.json"
+    if not path.is_file():
+        raise LmstackError(f"{directory} has no config.json; is it a Hugging Face model directory?")
+    try:
+        return ModelConfig.from_hf(json.loads(path.read_text()))
+    except (json.JSONDecodeError, KeyError) as e:
+        raise LmstackError(f"{path} is not a valid model config ({type(e).__name__}: {e})") from e
+
+
+def read_generation_config(directory: Path) -> dict[str, Any]:
+    path = directory / "generation_config.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def read_state_dict(directory: Path) -> dict[str, torch.Tensor]:
+    """All tensors of the directory, memory-mapped from safetensors where possible."""
+    from safetensors.torch import load_file
+
+    index = directory / SHARD_INDEX
+    if index.is_file():
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    elif (directory / "model.safetensors").is_file():
+        files = ["model.safetensors"]
+    else:
+        raise LmstackError(f"{directory} has no model.safetensors or {SHARD_INDEX}")
+    state: dict[str, torch.Tensor] = {}
+    for name in files:
+        try:
+            state.update(load_file(directory / name))
+        except Exception as e:
+            raise LmstackError(f"{directory / name} is missing or corrupt ({e})") from e
+    return state
+
+
+def write_model_dir(
+    directory: str | Path,
+    config: ModelConfig,
+    state_dict: dict[str, torch.Tensor],
+    tokenizer,
+    generation_config: dict[str, Any],
+    dtype: torch.dtype = torch.float32,
+    extra_files: dict[str, str] | None = None,
+) -> Path:
+    """Write a complete HF directory atomically: it appears whole or not at all."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in state_dict.items()}
+    if config.tie_word_embeddings:
+        tensors.pop("lm_head.weight", None)  # shared with the embeddings; safetensors stores it once
+    hf_config = config.to_hf() | {"torch_dtype": str(dtype).removeprefix("torch.")}
+    with atomic_path(directory) as tmp:
+        tmp.mkdir()
+        save_file(tensors, tmp / "model.safetensors", metadata={"format": "pt"})
+        (tmp / "config.json").write_text(json.dumps(hf_config, indent=2))
+        (tmp / "generation_config.json").write_text(json.dumps(generation_config, indent=2))
+        tokenizer.save(tmp)
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text)
+    return directory

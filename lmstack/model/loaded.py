@@ -1,0 +1,170 @@
+"""`lmstack.load(ref)`: a model, its tokenizer and generation defaults, ready to use.
+
+A GGUF is converted once into a Hugging Face directory in the lmstack home (fp32 safetensors);
+every later load reads that directory, so start-up pays the dequantization only the first time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lmstack.errors import LmstackError
+from lmstack.home import lmstack_home
+from lmstack.model import hf_io
+from lmstack.model.config import ModelConfig
+from lmstack.model.transformer import Transformer
+
+
+@dataclass
+class LoadedModel:
+    model: Transformer
+    tokenizer: Any  # lmstack.tokenizer.Tokenizer
+    config: ModelConfig
+    generation_config: dict[str, Any]
+    path: Path  # the HF directory the weights were read from
+    name: str
+    registry_id: str | None = None
+    source: Path | None = None  # what the user pointed at (a GGUF or the directory itself)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.lm_head.weight.device
+
+    def __call__(self, input_ids: torch.Tensor, **kwargs) -> torch.Tensor:
+        return self.model(input_ids, **kwargs)
+
+    def generate(self, prompt: str | list[str], **kwargs):
+        """Generate text for one prompt or a batch; see `lmstack.generate.text.generate_text`."""
+        from lmstack.generate.text import generate_text
+
+        return generate_text(self, prompt, **kwargs)
+
+    def chat(self, messages: list[dict[str, str]], **kwargs):
+        """Answer a conversation in OpenAI `messages` form with the model's chat template."""
+        from lmstack.generate.text import chat_text
+
+        return chat_text(self, messages, **kwargs)
+
+    def save(self, path: str | Path, format: str = "hf", dtype: str | None = None) -> Path:
+        """Export the model; `format="hf"` writes a directory transformers loads as is."""
+        if format != "hf":
+            raise LmstackError(f"unknown export format '{format}'; supported: hf")
+        torch_dtype = parse_dtype(dtype) if dtype else torch.float32
+        out = hf_io.write_model_dir(
+            path, self.config, self.model.state_dict(), self.tokenizer, self.generation_config, torch_dtype
+        )
+        from lmstack import registry
+
+        parent = self.registry_id or _registry_id_for(self.source or self.path)
+        registry.record(
+            "model", out, name=Path(out).name, operation="export",
+            parents=[parent] if parent else [], recipe={"format": format, "dtype": str(torch_dtype)},
+        )
+        return Path(out)
+
+
+def load(ref: str | Path, device: str | None = None, dtype: str | None = None) -> LoadedModel:
+    from lmstack.hub import resolve
+
+    resolved = resolve(str(ref))
+    directory = converted_dir(resolved.path) if resolved.kind == "gguf" else Path(resolved.path)
+    return load_directory(
+        directory, device=device, dtype=dtype, name=resolved.name,
+        registry_id=resolved.registry_id or _registry_id_for(resolved.path), source=Path(resolved.path),
+    )
+
+
+def load_directory(
+    directory: Path, device: str | None = None, dtype: str | None = None, name: str | None = None,
+    registry_id: str | None = None, source: Path | None = None,
+) -> LoadedModel:
+    from lmstack.tokenizer import Tokenizer
+
+    config = hf_io.read_config(directory)
+    model = build_model(config, hf_io.read_state_dict(directory))
+    target = resolve_device(device)
+    model = model.to(device=target, dtype=parse_dtype(dtype) if dtype else default_dtype(target)).eval()
+    return LoadedModel(
+        model=model, tokenizer=Tokenizer.from_dir(directory), config=config,
+        generation_config=hf_io.read_generation_config(directory), path=directory,
+        name=name or directory.name, registry_id=registry_id, source=source,
+    )
+
+
+def build_model(config: ModelConfig, state_dict: dict[str, torch.Tensor]) -> Transformer:
+    """A Transformer holding exactly these tensors (no random init, no copies)."""
+    with torch.device("meta"):
+        model = Transformer(config)
+    result = model.load_state_dict(state_dict, strict=False, assign=True)
+    model.tie_weights()
+    missing = [k for k in result.missing_keys if not (k == "lm_head.weight" and config.tie_word_embeddings)]
+    if missing or result.unexpected_keys:
+        raise LmstackError(
+            f"weights do not fit a {config.family} model: missing {missing[:3]}, unexpected {result.unexpected_keys[:3]}"
+        )
+    return model
+
+
+def converted_dir(gguf_path: Path) -> Path:
+    """The HF directory cached for this GGUF, converting it on first use."""
+    from lmstack.model import gguf_io
+    from lmstack.tokenizer import Tokenizer
+
+    gguf_path = Path(gguf_path).resolve()
+    stat = gguf_path.stat()
+    key = hashlib.sha1(f"{gguf_path}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    out = lmstack_home() / "converted" / f"{gguf_path.stem}-{key}"
+    if (out / "config.json").is_file():
+        return out
+    reader = gguf_io.open_gguf(gguf_path)
+    config = gguf_io.config_from_gguf(reader)
+    state = gguf_io.state_dict_from_gguf(reader, config)
+    tokenizer = Tokenizer.from_gguf(gguf_path)
+    generation = {
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": list(tokenizer.stop_token_ids),
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    source = json.dumps({"gguf": str(gguf_path), "size": stat.st_size}, indent=2)
+    return hf_io.write_model_dir(out, config, state, tokenizer, generation, extra_files={"lmstack_source.json": source})
+
+
+def resolve_device(device: str | None) -> torch.device:
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        target = torch.device(device)
+    except RuntimeError as e:
+        raise LmstackError(f"unknown device '{device}'; use cpu, cuda or cuda:N") from e
+    if target.type == "cuda" and not torch.cuda.is_available():
+        raise LmstackError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
+    return target
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    """bf16 where the hardware is built for it, fp32 on the CPU (exact and usually faster there)."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def parse_dtype(name: str) -> torch.dtype:
+    names = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,
+             "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
+    if name not in names:
+        raise LmstackError(f"unknown dtype '{name}'; use one of {', '.join(names)}")
+    return names[name]
+
+
+def _registry_id_for(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    from lmstack import registry
+
+    found = registry.find_by_path(path)
+    return found["id"] if found else None
