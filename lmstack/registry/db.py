@@ -1,0 +1,319 @@
+"""The registry: one SQLite file that remembers every artifact lmstack made, where it came from and
+how well it scored.
+
+An artifact is a model, adapter, dataset or tokenizer on disk. Each row keeps the operation and
+recipe that produced it and links to its parents, so any model's family tree can be walked back to
+the pulled base model. Several lmstack processes may write at once (a training run recording
+checkpoints while an eval records scores): WAL mode plus a busy timeout make them wait their turn
+instead of failing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+import sqlite3
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from lmstack.errors import LmstackError
+from lmstack.home import lmstack_home
+
+# The id prefix tells a reader the kind at a glance: m-3f9a1c2b is a model.
+KIND_PREFIXES = {"model": "m", "adapter": "a", "dataset": "d", "tokenizer": "t"}
+
+BUSY_TIMEOUT_S = 60.0
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS artifacts (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    path TEXT NOT NULL,
+    source TEXT,
+    operation TEXT NOT NULL,
+    recipe TEXT,
+    metadata TEXT,
+    created_at TEXT NOT NULL,
+    UNIQUE (path, operation)
+);
+CREATE TABLE IF NOT EXISTS parents (
+    child TEXT NOT NULL REFERENCES artifacts(id) ON DELETE CASCADE,
+    parent TEXT NOT NULL REFERENCES artifacts(id) ON DELETE CASCADE,
+    PRIMARY KEY (child, parent)
+);
+CREATE INDEX IF NOT EXISTS parents_by_parent ON parents(parent);
+CREATE TABLE IF NOT EXISTS scores (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    artifact TEXT NOT NULL REFERENCES artifacts(id) ON DELETE CASCADE,
+    metric TEXT NOT NULL,
+    value REAL NOT NULL,
+    dataset TEXT,
+    details TEXT,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS scores_by_artifact ON scores(artifact);
+"""
+
+
+@dataclass(frozen=True)
+class Artifact:
+    id: str
+    kind: str
+    name: str
+    path: Path
+    source: str | None
+    operation: str
+    recipe: dict | None
+    metadata: dict | None
+    created_at: str
+    parents: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "path": str(self.path)}
+
+
+@dataclass(frozen=True)
+class Score:
+    metric: str
+    value: float
+    dataset: str | None
+    details: dict | None
+    created_at: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def database_path() -> Path:
+    return lmstack_home() / "registry.db"
+
+
+@contextlib.contextmanager
+def _connect() -> Iterator[sqlite3.Connection]:
+    """A short-lived connection; callers open an explicit transaction when they write."""
+    connection = sqlite3.connect(database_path(), timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    try:
+        connection.row_factory = sqlite3.Row
+        connection.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        connection.execute("PRAGMA journal_mode = WAL")
+        connection.execute("PRAGMA foreign_keys = ON")
+        connection.executescript(SCHEMA)
+        yield connection
+    finally:
+        connection.close()
+
+
+@contextlib.contextmanager
+def _write_transaction(connection: sqlite3.Connection) -> Iterator[None]:
+    # IMMEDIATE takes the write lock up front, so a read-then-write (the upsert in `record`)
+    # cannot interleave with another process doing the same.
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _to_json(value: dict | None) -> str | None:
+    return None if value is None else json.dumps(value, sort_keys=True, default=str)
+
+
+def _from_json(text: str | None) -> dict | None:
+    return None if text is None else json.loads(text)
+
+
+def _new_id(kind: str) -> str:
+    return f"{KIND_PREFIXES[kind]}-{secrets.token_hex(4)}"
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in KIND_PREFIXES:
+        kinds = ", ".join(KIND_PREFIXES)
+        raise LmstackError(f"unknown artifact kind {kind!r}; use one of: {kinds}")
+
+
+def _check_parents_exist(connection: sqlite3.Connection, parent_ids: list[str]) -> None:
+    for parent_id in parent_ids:
+        found = connection.execute("SELECT 1 FROM artifacts WHERE id = ?", (parent_id,)).fetchone()
+        if found is None:
+            raise LmstackError(
+                f"parent {parent_id!r} is not in the registry; see `lmstack registry list`"
+            )
+
+
+def record(
+    kind: str,
+    path: str | Path,
+    *,
+    name: str,
+    operation: str,
+    source: str | None = None,
+    parents: Iterable[str | None] = (),
+    recipe: dict | None = None,
+    metadata: dict | None = None,
+) -> str:
+    """Record an artifact on disk and return its id.
+
+    Recording the same path with the same operation again (a re-run) updates that row and keeps
+    its id. `parents` are registry ids; `None` entries are skipped so a caller can pass
+    `resolved.registry_id` without checking whether its source model was registered.
+    """
+    _check_kind(kind)
+    absolute = str(Path(path).expanduser().resolve())
+    parent_ids = list(dict.fromkeys(p for p in parents if p is not None))
+    fields = (kind, name, source, _to_json(recipe), _to_json(metadata), _now())
+    with _connect() as connection, _write_transaction(connection):
+        _check_parents_exist(connection, parent_ids)
+        row = connection.execute(
+            "SELECT id FROM artifacts WHERE path = ? AND operation = ?", (absolute, operation)
+        ).fetchone()
+        if row is None:
+            artifact_id = _new_id(kind)
+            connection.execute(
+                "INSERT INTO artifacts (kind, name, source, recipe, metadata, created_at, id, path,"
+                " operation) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (*fields, artifact_id, absolute, operation),
+            )
+        else:
+            artifact_id = row["id"]
+            connection.execute(
+                "UPDATE artifacts SET kind = ?, name = ?, source = ?, recipe = ?, metadata = ?,"
+                " created_at = ? WHERE id = ?",
+                (*fields, artifact_id),
+            )
+            connection.execute("DELETE FROM parents WHERE child = ?", (artifact_id,))
+        connection.executemany(
+            "INSERT INTO parents (child, parent) VALUES (?, ?)",
+            [(artifact_id, parent_id) for parent_id in parent_ids],
+        )
+    return artifact_id
+
+
+def _artifacts(connection: sqlite3.Connection, where: str, args: tuple) -> list[Artifact]:
+    rows = connection.execute(
+        f"SELECT * FROM artifacts {where} ORDER BY created_at, rowid", args
+    ).fetchall()
+    return [_artifact_from_row(connection, row) for row in rows]
+
+
+def _artifact_from_row(connection: sqlite3.Connection, row: sqlite3.Row) -> Artifact:
+    parent_rows = connection.execute(
+        "SELECT parent FROM parents WHERE child = ? ORDER BY rowid", (row["id"],)
+    ).fetchall()
+    return Artifact(
+        id=row["id"],
+        kind=row["kind"],
+        name=row["name"],
+        path=Path(row["path"]),
+        source=row["source"],
+        operation=row["operation"],
+        recipe=_from_json(row["recipe"]),
+        metadata=_from_json(row["metadata"]),
+        created_at=row["created_at"],
+        parents=[parent["parent"] for parent in parent_rows],
+    )
+
+
+def _artifact_by_id(connection: sqlite3.Connection, artifact_id: str) -> Artifact:
+    return _artifacts(connection, "WHERE id = ?", (artifact_id,))[0]
+
+
+def get(artifact_id: str) -> Artifact:
+    with _connect() as connection:
+        found = _artifacts(connection, "WHERE id = ?", (artifact_id,))
+    if not found:
+        raise LmstackError(
+            f"no artifact {artifact_id!r} in the registry; see `lmstack registry list` for the ids"
+        )
+    return found[0]
+
+
+def find_by_path(path: str | Path) -> Artifact | None:
+    """The most recent artifact recorded at `path`, or None."""
+    absolute = str(Path(path).expanduser().resolve())
+    with _connect() as connection:
+        found = _artifacts(connection, "WHERE path = ?", (absolute,))
+    return found[-1] if found else None
+
+
+def list_artifacts(kind: str | None = None) -> list[Artifact]:
+    """All artifacts, oldest first; only those of `kind` when given."""
+    if kind is not None:
+        _check_kind(kind)
+    with _connect() as connection:
+        if kind is None:
+            return _artifacts(connection, "", ())
+        return _artifacts(connection, "WHERE kind = ?", (kind,))
+
+
+def add_score(
+    artifact_id: str,
+    metric: str,
+    value: float,
+    *,
+    dataset: str | None = None,
+    details: dict | None = None,
+) -> None:
+    """Attach a measured score (perplexity, accuracy, win rate...) to an artifact."""
+    get(artifact_id)  # a clear error for an unknown id, instead of a foreign-key failure
+    with _connect() as connection, _write_transaction(connection):
+        connection.execute(
+            "INSERT INTO scores (artifact, metric, value, dataset, details, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (artifact_id, metric, float(value), dataset, _to_json(details), _now()),
+        )
+
+
+def scores(artifact_id: str) -> list[Score]:
+    """The scores of one artifact, oldest first."""
+    with _connect() as connection:
+        rows = connection.execute(
+            "SELECT * FROM scores WHERE artifact = ? ORDER BY id", (artifact_id,)
+        ).fetchall()
+    return [_score_from_row(row) for row in rows]
+
+
+def _score_from_row(row: sqlite3.Row) -> Score:
+    details = _from_json(row["details"])
+    return Score(row["metric"], row["value"], row["dataset"], details, row["created_at"])
+
+
+def lineage(artifact_id: str) -> list[Artifact]:
+    """Every ancestor of an artifact (parents, their parents, ...), nearest first."""
+    get(artifact_id)
+    ancestors: list[Artifact] = []
+    seen = {artifact_id}
+    frontier = [artifact_id]
+    with _connect() as connection:
+        # Breadth-first, so nearer ancestors come first; `seen` stops at shared ancestors and
+        # at the cycle a re-recorded artifact could create.
+        while frontier:
+            generation = [
+                parent_id
+                for child_id in frontier
+                for parent_id in _artifact_by_id(connection, child_id).parents
+                if parent_id not in seen
+            ]
+            frontier = list(dict.fromkeys(generation))
+            seen.update(frontier)
+            ancestors.extend(_artifact_by_id(connection, parent_id) for parent_id in frontier)
+    return ancestors
+
+
+def children(artifact_id: str) -> list[Artifact]:
+    """The artifacts made directly from this one."""
+    get(artifact_id)
+    with _connect() as connection:
+        return _artifacts(
+            connection, "WHERE id IN (SELECT child FROM parents WHERE parent = ?)", (artifact_id,)
+        )
