@@ -44,16 +44,13 @@ def open_gguf(path: str | Path):
     """A GGUFReader, or a clear error for a missing, truncated or foreign file."""
     import gguf
 
-    path = Path(path)
-    if not path.is_file():
-        raise LmstackError(f"GGUF file not found: {path}")
-    with open(path, "rb") as f:
-        if f.read(4) != b"GGUF":
-            raise LmstackError(f"{path} is not a GGUF file (bad magic bytes)")
+    from lmstack.hub.gguf_check import check_gguf
+
+    check_gguf(Path(path))
     try:
         return gguf.GGUFReader(path)
-    except Exception as e:  # the reader raises assorted errors on truncated data
-        raise LmstackError(f"{path} is truncated or corrupt ({type(e).__name__}: {e}); download it again") from e
+    except Exception as e:  # the reader raises assorted errors on corrupt data
+        raise LmstackError(f"{path} is corrupt ({type(e).__name__}: {e}); download it again") from e
 
 
 # The vocabulary arrays are large; the tokenizer reads them itself.

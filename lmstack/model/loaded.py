@@ -167,4 +167,4 @@ def _registry_id_for(path: Path | None) -> str | None:
     from lmstack import registry
 
     found = registry.find_by_path(path)
-    return found["id"] if found else None
+    return found.id if found else None
