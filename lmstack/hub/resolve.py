@@ -14,7 +14,7 @@ from pathlib import Path
 
 from lmstack.errors import LmstackError
 from lmstack.hub.catalog import CATALOG, did_you_mean
-from lmstack.hub.gguf_check import check_gguf
+from lmstack.model.gguf_file import read_gguf
 
 _REGISTRY_ID = re.compile(r"^[a-z]-[0-9a-f]{8}$")
 _HF_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
@@ -67,7 +67,7 @@ def _resolve_path(path: Path, name: str | None = None, registry_id: str | None =
     if path.is_dir():
         _check_hf_folder(path)
     else:
-        check_gguf(path)  # also reports a missing file
+        read_gguf(path)  # also reports a missing file
     kind = "hf" if path.is_dir() else "gguf"
     if registry_id is None:
         artifact = registry.find_by_path(path)

@@ -1,4 +1,4 @@
-"""Read a GGUF file (llama.cpp's format) into a ModelConfig and a transformers-named state dict.
+"""A GGUF model (llama.cpp's format) as a ModelConfig and a transformers-named state dict.
 
 Quantized tensors are dequantized with the `gguf` package's reference codecs. Two conventions of
 llama.cpp's converter are undone so the weights match the original checkpoint:
@@ -16,6 +16,7 @@ import torch
 
 from lmstack.errors import LmstackError
 from lmstack.model.config import ModelConfig
+from lmstack.model.gguf_file import GGUFFile
 
 # llama.cpp architecture name -> our family. Mistral GGUFs say "llama".
 GGUF_FAMILIES = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "gemma3": "gemma3"}
@@ -40,38 +41,8 @@ _BLOCK_TENSORS = {
 }
 
 
-def open_gguf(path: str | Path):
-    """A GGUFReader, or a clear error for a missing, truncated or foreign file."""
-    import gguf
-
-    from lmstack.hub.gguf_check import check_gguf
-
-    check_gguf(Path(path))
-    try:
-        return gguf.GGUFReader(path)
-    except Exception as e:  # the reader raises assorted errors on corrupt data
-        raise LmstackError(f"{path} is corrupt ({type(e).__name__}: {e}); download it again") from e
-
-
-# The vocabulary arrays are large; the tokenizer reads them itself.
-_VOCAB_KEYS = ("tokenizer.ggml.tokens", "tokenizer.ggml.scores", "tokenizer.ggml.token_type", "tokenizer.ggml.merges")
-
-
-def metadata(reader) -> dict[str, Any]:
-    """Scalar, string and small array metadata as Python values (not the vocabulary)."""
-    out = {}
-    for key, field in reader.fields.items():
-        if key.startswith("GGUF.") or key in _VOCAB_KEYS:
-            continue
-        try:
-            out[key] = field.contents()
-        except Exception:  # unknown value types: skip rather than fail the load
-            continue
-    return out
-
-
-def config_from_gguf(reader) -> ModelConfig:
-    meta = metadata(reader)
+def config_from_gguf(gguf: GGUFFile) -> ModelConfig:
+    meta = gguf.metadata
     arch = meta.get("general.architecture")
     if arch not in GGUF_FAMILIES:
         raise LmstackError(
@@ -95,7 +66,7 @@ def config_from_gguf(reader) -> ModelConfig:
         ]
     elif sliding_window:
         layer_types = ["sliding_attention"] * layers
-    vocab = get("vocab_size") or len(reader.fields["tokenizer.ggml.tokens"].data)
+    vocab = get("vocab_size") or len(meta["tokenizer.ggml.tokens"])
     kv_heads = get("attention.head_count_kv", heads)
     return ModelConfig(
         family=family,
@@ -159,31 +130,20 @@ def hf_name(gguf_name: str, family: str) -> str | None:
     return None if module is None else f"model.layers.{layer}.{module}.{suffix}"
 
 
-def state_dict_from_gguf(reader, config: ModelConfig) -> dict[str, torch.Tensor]:
+def state_dict_from_gguf(gguf: GGUFFile, config: ModelConfig) -> dict[str, torch.Tensor]:
     """Dequantized fp32 tensors under transformers' names."""
-    from gguf import GGMLQuantizationType
-    from gguf.quants import dequantize
-
     state: dict[str, torch.Tensor] = {}
-    for tensor in reader.tensors:
-        name = hf_name(tensor.name, config.family)
+    for info in gguf.tensors:
+        name = hf_name(info.name, config.family)
         if name is None:
             continue
-        try:
-            if tensor.tensor_type in (GGMLQuantizationType.F32, GGMLQuantizationType.F16):
-                array = np.asarray(tensor.data, dtype=np.float32)
-            else:
-                array = dequantize(tensor.data, tensor.tensor_type)
-        except NotImplementedError as e:
-            raise LmstackError(f"tensor {tensor.name} uses {tensor.tensor_type.name}, which cannot be dequantized") from e
-        shape = tuple(int(d) for d in reversed(tensor.shape))  # GGUF lists dimensions innermost first
-        array = array.reshape(shape)
+        array = gguf.tensor(info)
         if config.family == "llama" and name.endswith(("q_proj.weight", "k_proj.weight")):
             heads = config.num_heads if "q_proj" in name else config.num_kv_heads
             array = _undo_rope_permutation(array, heads)
         if config.norm_offset and name.endswith("norm.weight"):
             array = array - np.float32(config.norm_offset)
-        state[name] = torch.from_numpy(np.array(array, dtype=np.float32))  # a writable copy
+        state[name] = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
     config.tie_word_embeddings = "lm_head.weight" not in state
     return state
 

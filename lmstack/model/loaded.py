@@ -115,6 +115,7 @@ def build_model(config: ModelConfig, state_dict: dict[str, torch.Tensor]) -> Tra
 def converted_dir(gguf_path: Path) -> Path:
     """The HF directory cached for this GGUF, converting it on first use."""
     from lmstack.model import gguf_io
+    from lmstack.model.gguf_file import read_gguf
     from lmstack.tokenizer import Tokenizer
 
     gguf_path = Path(gguf_path).resolve()
@@ -123,10 +124,10 @@ def converted_dir(gguf_path: Path) -> Path:
     out = lmstack_home() / "converted" / f"{gguf_path.stem}-{key}"
     if (out / "config.json").is_file():
         return out
-    reader = gguf_io.open_gguf(gguf_path)
-    config = gguf_io.config_from_gguf(reader)
-    state = gguf_io.state_dict_from_gguf(reader, config)
-    tokenizer = Tokenizer.from_gguf(gguf_path)
+    gguf = read_gguf(gguf_path)
+    config = gguf_io.config_from_gguf(gguf)
+    state = gguf_io.state_dict_from_gguf(gguf, config)
+    tokenizer = Tokenizer.from_gguf(gguf)
     generation = {
         "bos_token_id": tokenizer.bos_token_id,
         "eos_token_id": list(tokenizer.stop_token_ids),

@@ -20,12 +20,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
+from typing import Any
 
 from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers
 from tokenizers import Tokenizer as Backend
 
 from lmstack.errors import LmstackError
-from lmstack.tokenizer.gguf_metadata import read_gguf_metadata
 
 SPACE_MARK = "\u2581"  # "▁", SentencePiece's visible space
 CONTROL, USER_DEFINED = 3, 4  # llama.cpp token types that become added tokens
@@ -64,9 +64,8 @@ class GgufTokenizerParts:
     chat_template: str | None
 
 
-def tokenizer_parts_from_gguf(path: str | Path) -> GgufTokenizerParts:
-    """Read a GGUF's `tokenizer.*` metadata and build the matching tokenizer pipeline."""
-    metadata = read_gguf_metadata(path)
+def tokenizer_parts_from_gguf(metadata: dict[str, Any], path: str | Path) -> GgufTokenizerParts:
+    """Build the tokenizer pipeline from a GGUF's `tokenizer.*` metadata (`path` names it in errors)."""
     kind = metadata.get("tokenizer.ggml.model")
     if "tokenizer.ggml.tokens" not in metadata:
         raise LmstackError(f"{path} has no tokenizer vocabulary; use a GGUF exported with its tokenizer")

@@ -19,6 +19,7 @@ from tokenizers import processors
 
 from lmstack.errors import LmstackError
 from lmstack.home import atomic_write_text
+from lmstack.model.gguf_file import GGUFFile, read_gguf
 from lmstack.tokenizer.chat_template import TEMPLATES, render_chat, resolve_template
 from lmstack.tokenizer.gguf_vocab import tokenizer_parts_from_gguf
 
@@ -49,9 +50,11 @@ class Tokenizer:
     # --- loading and saving ------------------------------------------------------------------
 
     @classmethod
-    def from_gguf(cls, path: str | Path) -> Tokenizer:
-        """The tokenizer stored in a GGUF file's metadata."""
-        parts = tokenizer_parts_from_gguf(path)
+    def from_gguf(cls, gguf: str | Path | GGUFFile) -> Tokenizer:
+        """The tokenizer stored in a GGUF file's metadata (a path, or a file already read)."""
+        if not isinstance(gguf, GGUFFile):
+            gguf = read_gguf(gguf)
+        parts = tokenizer_parts_from_gguf(gguf.metadata, gguf.path)
         return cls(
             parts.backend,
             special_tokens=parts.special_tokens,

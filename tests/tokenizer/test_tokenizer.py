@@ -8,7 +8,7 @@ import pytest
 
 from lmstack.errors import LmstackError
 from lmstack.tokenizer import TEMPLATES, IncrementalDecoder, Tokenizer, render_chat
-from lmstack.tokenizer.gguf_metadata import read_gguf_metadata
+from lmstack.model.gguf_file import read_gguf
 from lmstack.tokenizer.gguf_vocab import byte_to_char
 
 transformers = pytest.importorskip("transformers")
@@ -212,7 +212,7 @@ def test_incremental_decoder_streams_full_text(pair, skip_special_tokens):
 @pytest.mark.parametrize("family", ["llama-bpe", "qwen2"])
 def test_byte_level_split_families_match_transformers(smollm2_gguf, tmp_path, family):
     """SmolLM2's vocabulary re-labelled with another family's split regex."""
-    metadata = read_gguf_metadata(smollm2_gguf)
+    metadata = read_gguf(smollm2_gguf).metadata
     path = tmp_path / "relabelled.gguf"
     _write_gguf(
         path,
