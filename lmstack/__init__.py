@@ -10,8 +10,8 @@ if TYPE_CHECKING:
     from lmstack.model.loaded import LoadedModel
 
 
-def load(ref: str, device: str | None = None, dtype: str | None = None) -> "LoadedModel":
-    """Load a model by catalog name, GGUF path, HF directory or registry id."""
+def load(ref: str, device: str | None = None, dtype: str | None = None, adapter: str | None = None) -> "LoadedModel":
+    """Load a model by catalog name, GGUF path, HF directory, PEFT adapter directory or registry id."""
     from lmstack.model.loaded import load as _load
 
-    return _load(ref, device=device, dtype=dtype)
+    return _load(ref, device=device, dtype=dtype, adapter=adapter)

@@ -58,7 +58,7 @@ class LoadedModel:
             raise LmstackError(f"unknown export format '{format}'; supported: hf")
         torch_dtype = parse_dtype(dtype) if dtype else torch.float32
         out = hf_io.write_model_dir(
-            path, self.config, self.model.state_dict(), self.tokenizer, self.generation_config, torch_dtype
+            path, self.config, plain_state_dict(self.model), self.tokenizer, self.generation_config, torch_dtype
         )
         from lmstack import registry
 
@@ -70,15 +70,44 @@ class LoadedModel:
         return Path(out)
 
 
-def load(ref: str | Path, device: str | None = None, dtype: str | None = None) -> LoadedModel:
+def plain_state_dict(model: Transformer) -> dict[str, torch.Tensor]:
+    """The weights under transformers' names, with any LoRA adapters folded in (on a copy)."""
+    from lmstack.peft import lora_layers, merge_lora
+
+    if next(lora_layers(model), None) is None:
+        return model.state_dict()
+    import copy
+
+    return merge_lora(copy.deepcopy(model)).state_dict()
+
+
+def load(ref: str | Path, device: str | None = None, dtype: str | None = None, adapter: str | Path | None = None) -> LoadedModel:
+    """A model from any reference; a PEFT adapter directory loads onto the base it names."""
     from lmstack.hub import resolve
 
+    if adapter is None and (Path(ref) / "adapter_config.json").is_file():
+        adapter, ref = Path(ref), _adapter_base(Path(ref))
     resolved = resolve(str(ref))
     directory = converted_dir(resolved.path) if resolved.kind == "gguf" else Path(resolved.path)
-    return load_directory(
+    loaded = load_directory(
         directory, device=device, dtype=dtype, name=resolved.name,
         registry_id=resolved.registry_id or _registry_id_for(resolved.path), source=Path(resolved.path),
     )
+    if adapter is not None:
+        from lmstack.peft import load_adapter
+
+        load_adapter(loaded.model, adapter)
+        loaded.model.to(loaded.device)
+        loaded.name = f"{loaded.name}+{Path(adapter).name}"
+        loaded.registry_id = _registry_id_for(Path(adapter)) or loaded.registry_id
+    return loaded
+
+
+def _adapter_base(adapter: Path) -> str:
+    base = json.loads((adapter / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    if not base:
+        raise LmstackError(f"{adapter}/adapter_config.json names no base model; pass the base model and --adapter")
+    return base
 
 
 def load_directory(

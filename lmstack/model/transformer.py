@@ -164,12 +164,11 @@ class Attention(nn.Module):
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         if cache is not None:
             k, v = cache.update(self.layer, k, v)
-        if self.num_kv_heads != self.num_heads:  # grouped-query attention: share each kv head
-            repeat = self.num_heads // self.num_kv_heads
-            k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
         causal_without_mask = mask is None and T > 1
+        # enable_gqa lets groups of query heads share a kv head without copying the cache.
         out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=causal_without_mask, scale=self.scale
+            q, k, v, attn_mask=mask, is_causal=causal_without_mask, scale=self.scale,
+            enable_gqa=self.num_kv_heads != self.num_heads,
         )
         return self.o_proj(out.transpose(1, 2).reshape(B, T, -1))
 
