@@ -1,0 +1,83 @@
+"""The data a recipe names, read and tokenized into samples a training loop can batch.
+
+A dataset reference is a file path or `lmstack:NAME` for a dataset shipped in `lmstack/datasets/`
+(`lmstack:identity_train`). Chat records become conversations trained on the assistant's tokens
+only; raw text records are trained on every token; preference and KTO records become pairs or
+single completions (see `preference.py`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lmstack.data import TokenizedSample, load_dataset, tokenize_conversation, tokenize_text
+from lmstack.errors import LmstackError
+from lmstack.train.recipe import DataSection
+
+SHIPPED_PREFIX = "lmstack:"
+DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".txt")
+
+
+def dataset_path(ref: str) -> Path:
+    """The file a dataset reference points at."""
+    if not ref:
+        raise LmstackError("no training data given; set data.train in the recipe or pass --train PATH")
+    if not ref.startswith(SHIPPED_PREFIX):
+        return Path(ref).expanduser()
+    import lmstack
+
+    folder = Path(lmstack.__file__).parent / "datasets"
+    name = ref[len(SHIPPED_PREFIX):]
+    shipped = {p.stem: p for p in sorted(folder.glob("*.*")) if p.suffix in DATA_SUFFIXES}
+    if name not in shipped:
+        names = ", ".join(SHIPPED_PREFIX + stem for stem in shipped)
+        raise LmstackError(f"no shipped dataset '{ref}'; available: {names or 'none'}")
+    return shipped[name]
+
+
+def sft_samples(tokenizer: Any, ref: str, data: DataSection) -> list[TokenizedSample]:
+    """Chat or text records tokenized with labels; samples with nothing left to train are dropped."""
+    dataset = load_dataset(dataset_path(ref))
+    if dataset.kind == "messages":
+        samples = [tokenize_conversation(tokenizer, r["messages"], template=data.template, max_len=data.max_len)
+                   for r in dataset.records]
+    elif dataset.kind == "text":
+        samples = [tokenize_text(tokenizer, r["text"], max_len=data.max_len) for r in dataset.records]
+    else:
+        raise LmstackError(f"{ref} holds {dataset.kind} records; SFT needs chat (messages) or text records")
+    trainable = [s for s in samples if s.num_trained > 0]
+    if not trainable:
+        raise LmstackError(f"no sample of {ref} has an assistant answer to train on within data.max_len="
+                           f"{data.max_len}; check that the records hold assistant turns, or raise max_len")
+    return trainable
+
+
+def split_validation(samples: list, fraction: float, seed: int) -> tuple[list, list]:
+    """(train, validation): a seeded random `fraction` of the samples held out (at least one)."""
+    if fraction <= 0:
+        return samples, []
+    order = torch.randperm(len(samples), generator=torch.Generator().manual_seed(seed)).tolist()
+    held_out = max(1, round(fraction * len(samples)))
+    return [samples[i] for i in order[held_out:]], [samples[i] for i in order[:held_out]]
+
+
+def pack_rows(samples: list[TokenizedSample], seq_len: int, pad_token_id: int) -> list[dict[str, torch.Tensor]]:
+    """Samples packed into rows of `seq_len` tokens, one dict of 1-D tensors per row."""
+    from lmstack.data import pack_samples
+
+    packed = pack_samples(samples, seq_len, pad_token_id=pad_token_id, overlong="truncate")
+    return [{key: tensor[row] for key, tensor in packed.items()} for row in range(len(packed["input_ids"]))]
+
+
+def stack_rows(rows: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    return {key: torch.stack([row[key] for row in rows]) for key in rows[0]}
+
+
+def pad_token_id(tokenizer: Any) -> int:
+    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if candidate is not None:
+            return candidate
+    return 0
