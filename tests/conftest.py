@@ -1,10 +1,25 @@
-"""Shared fixtures: the real models (pulled once into the user's lmstack home) and tiny configs."""
+"""Shared fixtures: the real models, a fresh lmstack home, tiny configs.
+
+Tests never touch the user's lmstack home. The session runs in a test home that persists between
+runs (`$LMSTACK_TEST_HOME`, default ~/.cache/lmstack-tests), so real models are pulled and
+converted once; tests that write the registry take `lmstack_home`, a fresh empty one.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+os.environ["LMSTACK_HOME"] = os.environ.get("LMSTACK_TEST_HOME", str(Path.home() / ".cache" / "lmstack-tests"))
+
+
+@pytest.fixture
+def lmstack_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "lmstack-home"
+    monkeypatch.setenv("LMSTACK_HOME", str(home))
+    return home
 
 
 def _pull(name: str) -> Path:

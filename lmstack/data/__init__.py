@@ -18,7 +18,7 @@ from lmstack.data.formats import (
     load_dataset,
     normalize_record,
 )
-from lmstack.data.io import SourceRecords, read_records, read_source, write_jsonl
+from lmstack.data.io import SourceRecords, dataset_path, read_records, read_source, write_jsonl
 from lmstack.data.templating import (
     IGNORE_INDEX,
     TokenizedSample,
@@ -34,7 +34,7 @@ _LAZY = {"pack_samples": "lmstack.data.packing", "pad_batch": "lmstack.data.pack
 
 __all__ = [
     "CHAT_FORMATS", "FORMATS", "Dataset", "convert", "convert_file", "detect_format", "load_dataset",
-    "normalize_record", "SourceRecords", "read_records", "read_source", "write_jsonl", "IGNORE_INDEX",
+    "normalize_record", "SourceRecords", "dataset_path", "read_records", "read_source", "write_jsonl", "IGNORE_INDEX",
     "TokenizedSample", "render_chat", "tokenize_conversation", "tokenize_preference", "tokenize_text", *_LAZY,
 ]
 

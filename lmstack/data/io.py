@@ -111,3 +111,24 @@ def _require_object(record: Any, path: Path, where: str) -> dict:
     if not isinstance(record, dict):
         raise LmstackError(f"{path}, {where}: expected a JSON object, got {type(record).__name__}.")
     return record
+
+
+SHIPPED_PREFIX = "lmstack:"
+DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".txt")
+
+
+def dataset_path(ref: str) -> Path:
+    """The file a dataset reference points at."""
+    if not ref:
+        raise LmstackError("no dataset given; pass a file path or lmstack:NAME (e.g. lmstack:identity_train)")
+    if not ref.startswith(SHIPPED_PREFIX):
+        return Path(ref).expanduser()
+    import lmstack
+
+    folder = Path(lmstack.__file__).parent / "datasets"
+    name = ref[len(SHIPPED_PREFIX):]
+    shipped = {p.stem: p for p in sorted(folder.glob("*.*")) if p.suffix in DATA_SUFFIXES}
+    if name not in shipped:
+        names = ", ".join(SHIPPED_PREFIX + stem for stem in shipped)
+        raise LmstackError(f"no shipped dataset '{ref}'; available: {names or 'none'}")
+    return shipped[name]

@@ -31,7 +31,7 @@ def perplexity(
 ) -> None:
     """Perplexity of MODEL on a text file (lower is better)."""
     import lmstack
-    from lmstack.train.samples import dataset_path
+    from lmstack.data import dataset_path
     from lmstack.eval import perplexity as compute
 
     path = dataset_path(text)
@@ -53,8 +53,7 @@ def answers(
 ) -> None:
     """How often MODEL's greedy answer contains the expected text."""
     import lmstack
-    from lmstack.data import read_records
-    from lmstack.train.samples import dataset_path
+    from lmstack.data import dataset_path, read_records
     from lmstack.eval import answer_match_rate
 
     path = dataset_path(dataset)

@@ -8,28 +8,38 @@ from typing import Any, Optional
 
 import typer
 
-MODEL_HELP = "Catalog name, GGUF path, HF directory or registry id."
+MODEL_HELP = "Catalog name, GGUF path, HF directory, adapter directory or registry id."
+# Sampling flags shared by `generate` and `chat`.
+TEMPERATURE = typer.Option(None, "--temperature", "-t", help="0 = greedy (the default).")
+TOP_K = typer.Option(None, "--top-k", help="Sample from the k most likely tokens (0 = off).")
+TOP_P = typer.Option(None, "--top-p", help="Nucleus: the likeliest tokens adding up to p.")
+MIN_P = typer.Option(None, "--min-p", help="Drop tokens under min_p x the top probability.")
+REPETITION_PENALTY = typer.Option(None, "--repetition-penalty", help="> 1 discourages repeats.")
+NUM_BEAMS = typer.Option(None, "--num-beams", help="> 1 runs beam search.")
+LENGTH_PENALTY = typer.Option(None, "--length-penalty", help="Beam search: > 0 favours long.")
+SEED = typer.Option(None, "--seed", help="Make sampling reproducible.")
+DEVICE = typer.Option(None, "--device", help="cpu, cuda or cuda:N (default: auto).")
 
 
 def generate(
     model: str = typer.Argument(..., help=MODEL_HELP),
     prompt: Optional[str] = typer.Argument(None, help="The prompt; omit it or give '-' to read stdin."),
     max_new_tokens: int = typer.Option(256, "--max-new-tokens", "-n", help="Most new tokens to generate."),
-    temperature: Optional[float] = typer.Option(None, "--temperature", "-t", help="0 = greedy (the default)."),
-    top_k: Optional[int] = typer.Option(None, "--top-k", help="Sample from the k most likely tokens (0 = off)."),
-    top_p: Optional[float] = typer.Option(None, "--top-p", help="Nucleus: the likeliest tokens adding up to p."),
-    min_p: Optional[float] = typer.Option(None, "--min-p", help="Drop tokens under min_p x the top probability."),
-    repetition_penalty: Optional[float] = typer.Option(None, "--repetition-penalty", help="> 1 discourages repeats."),
-    num_beams: Optional[int] = typer.Option(None, "--num-beams", help="> 1 runs beam search."),
-    length_penalty: Optional[float] = typer.Option(None, "--length-penalty", help="Beam search: > 0 favours long."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Make sampling reproducible."),
+    temperature: Optional[float] = TEMPERATURE,
+    top_k: Optional[int] = TOP_K,
+    top_p: Optional[float] = TOP_P,
+    min_p: Optional[float] = MIN_P,
+    repetition_penalty: Optional[float] = REPETITION_PENALTY,
+    num_beams: Optional[int] = NUM_BEAMS,
+    length_penalty: Optional[float] = LENGTH_PENALTY,
+    seed: Optional[int] = SEED,
     stop: Optional[list[str]] = typer.Option(None, "--stop", help="Stop at this text (repeatable)."),
     system: Optional[str] = typer.Option(None, "--system", help="System prompt (chat template only)."),
     raw: bool = typer.Option(False, "--raw", help="Send the prompt as is, without the chat template."),
     explain: bool = typer.Option(False, "--explain", help="Show each step's top candidates and the pick."),
     no_stream: bool = typer.Option(False, "--no-stream", help="Print the text at the end, not as it comes."),
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda or cuda:N (default: auto)."),
+    device: Optional[str] = DEVICE,
 ) -> None:
     """Generate text from a prompt, streamed as it is made; speed goes to stderr."""
     import lmstack
@@ -60,15 +70,15 @@ def chat(
     model: str = typer.Argument(..., help=MODEL_HELP),
     system: Optional[str] = typer.Option(None, "--system", help="System prompt."),
     max_new_tokens: int = typer.Option(512, "--max-new-tokens", "-n", help="Most new tokens per reply."),
-    temperature: Optional[float] = typer.Option(None, "--temperature", "-t", help="0 = greedy (the default)."),
-    top_k: Optional[int] = typer.Option(None, "--top-k", help="Sample from the k most likely tokens (0 = off)."),
-    top_p: Optional[float] = typer.Option(None, "--top-p", help="Nucleus: the likeliest tokens adding up to p."),
-    min_p: Optional[float] = typer.Option(None, "--min-p", help="Drop tokens under min_p x the top probability."),
-    repetition_penalty: Optional[float] = typer.Option(None, "--repetition-penalty", help="> 1 discourages repeats."),
-    num_beams: Optional[int] = typer.Option(None, "--num-beams", help="> 1 runs beam search."),
-    length_penalty: Optional[float] = typer.Option(None, "--length-penalty", help="Beam search: > 0 favours long."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Make sampling reproducible."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda or cuda:N (default: auto)."),
+    temperature: Optional[float] = TEMPERATURE,
+    top_k: Optional[int] = TOP_K,
+    top_p: Optional[float] = TOP_P,
+    min_p: Optional[float] = MIN_P,
+    repetition_penalty: Optional[float] = REPETITION_PENALTY,
+    num_beams: Optional[int] = NUM_BEAMS,
+    length_penalty: Optional[float] = LENGTH_PENALTY,
+    seed: Optional[int] = SEED,
+    device: Optional[str] = DEVICE,
 ) -> None:
     """Chat with a model in the terminal; /help lists commands, Ctrl-D leaves."""
     import lmstack

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from lmstack.device import default_dtype, parse_dtype, resolve_device
 from lmstack.errors import LmstackError
 from lmstack.home import lmstack_home
 from lmstack.model import hf_io
@@ -164,31 +165,6 @@ def converted_dir(gguf_path: Path) -> Path:
     }
     source = json.dumps({"gguf": str(gguf_path), "size": stat.st_size}, indent=2)
     return hf_io.write_model_dir(out, config, state, tokenizer, generation, extra_files={"lmstack_source.json": source})
-
-
-def resolve_device(device: str | None) -> torch.device:
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        target = torch.device(device)
-    except RuntimeError as e:
-        raise LmstackError(f"unknown device '{device}'; use cpu, cuda or cuda:N") from e
-    if target.type == "cuda" and not torch.cuda.is_available():
-        raise LmstackError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
-    return target
-
-
-def default_dtype(device: torch.device) -> torch.dtype:
-    """bf16 where the hardware is built for it, fp32 on the CPU (exact and usually faster there)."""
-    return torch.bfloat16 if device.type == "cuda" else torch.float32
-
-
-def parse_dtype(name: str) -> torch.dtype:
-    names = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,
-             "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
-    if name not in names:
-        raise LmstackError(f"unknown dtype '{name}'; use one of {', '.join(names)}")
-    return names[name]
 
 
 def _registry_id_for(path: Path | None) -> str | None:

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lmstack.device import resolve_device
 from lmstack.errors import LmstackError
 from lmstack.train.checkpoint import checkpoint_path, load_checkpoint, remove_checkpoint, save_checkpoint
 from lmstack.train.distributed import all_sum, close_world, init_world, wrap_model
@@ -54,22 +55,6 @@ class TrainResult:
 
 
 # --- set-up ---------------------------------------------------------------------------------------
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    """cuda when there is a GPU, else cpu; under torchrun each process takes GPU number LOCAL_RANK."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise LmstackError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise LmstackError("device cuda was asked for but no CUDA GPU is available; use --device cpu")
-        if device.index is None:
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return device
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -152,7 +137,7 @@ def train(
     """Train `model` in place (it stays on the training device) on `train_samples`, which `collate`
     turns into batches; `val_samples` are evaluated every `run.eval_every` steps and at the end."""
     seed_everything(run.seed, run.deterministic)
-    torch_device = pick_device(device)
+    torch_device = resolve_device(device)
     world = init_world(torch_device)
     try:
         return _Loop(model, objective, train_samples, collate, optimizer, run, val_samples, torch_device, world,

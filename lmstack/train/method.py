@@ -16,7 +16,8 @@ from typing import Any
 
 import torch
 
-from lmstack.train.core import TrainResult, pick_device
+from lmstack.device import resolve_device
+from lmstack.train.core import TrainResult
 from lmstack.train.recipe import MethodSection, Recipe
 
 RECIPE_FILE = "recipe.yaml"
@@ -46,7 +47,7 @@ def prepare_model(model: torch.nn.Module, recipe: Recipe) -> None:
     from lmstack.peft import apply_lora, prepare_qlora
 
     if method.type == "qlora":
-        on_gpu = pick_device(recipe.model.device).type == "cuda"
+        on_gpu = resolve_device(recipe.model.device).type == "cuda"
         prepare_qlora(model, lora_config(method), compute_dtype=torch.bfloat16 if on_gpu else torch.float32)
     else:
         apply_lora(model, lora_config(method))

@@ -26,13 +26,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from lmstack.data import (IGNORE_INDEX, TokenizedSample, load_dataset, pad_batch, tokenize_conversation,
+from lmstack.data import (IGNORE_INDEX, TokenizedSample, dataset_path, load_dataset, pad_batch, tokenize_conversation,
                           tokenize_preference)
+from lmstack.device import resolve_device
 from lmstack.errors import LmstackError
-from lmstack.train.core import Batch, TrainResult, autocast, pick_device, train
+from lmstack.train.core import Batch, TrainResult, autocast, train
 from lmstack.train.method import load_base, prepare_model, save_result
 from lmstack.train.recipe import ObjectiveSection, Recipe
-from lmstack.train.samples import dataset_path, pad_token_id, split_validation
+from lmstack.train.samples import pad_token_id, split_validation
 
 PAIRED_LOSSES = ("sigmoid", "ipo", "cdpo", "orpo")
 
@@ -122,7 +123,7 @@ def collate_completions(groups: list[list[Completion]], pad: int) -> Batch:
 def add_reference_logps(model: torch.nn.Module, groups: list[list[Completion]], pad: int, device: str,
                         batch_size: int, precision: str = "auto") -> None:
     """Store the starting model's log-prob of every completion (once, before any training step)."""
-    torch_device = pick_device(device)
+    torch_device = resolve_device(device)
     model.to(torch_device).eval()
     for at in range(0, len(groups), batch_size):
         chunk = groups[at : at + batch_size]

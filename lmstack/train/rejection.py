@@ -105,8 +105,7 @@ def rejection_sample(model: str, prompts: str, out: str | Path, *, scorer: str |
 
     import lmstack
     from lmstack import registry
-    from lmstack.data import read_records, write_jsonl
-    from lmstack.train.samples import dataset_path
+    from lmstack.data import dataset_path, read_records, write_jsonl
 
     if num_samples < 2:
         raise LmstackError(f"num_samples must be at least 2 to make a pair, got {num_samples}")

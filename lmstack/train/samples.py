@@ -1,7 +1,7 @@
 """The data a recipe names, read and tokenized into samples a training loop can batch.
 
-A dataset reference is a file path or `lmstack:NAME` for a dataset shipped in `lmstack/datasets/`
-(`lmstack:identity_train`). Chat records become conversations trained on the assistant's tokens
+A dataset reference is a file path or `lmstack:NAME` for a shipped dataset (see
+`lmstack.data.dataset_path`). Chat records become conversations trained on the assistant's tokens
 only; raw text records are trained on every token; preference and KTO records become pairs or
 single completions (see `preference.py`).
 """
@@ -13,30 +13,9 @@ from typing import Any
 
 import torch
 
-from lmstack.data import TokenizedSample, load_dataset, tokenize_conversation, tokenize_text
+from lmstack.data import TokenizedSample, dataset_path, load_dataset, tokenize_conversation, tokenize_text
 from lmstack.errors import LmstackError
 from lmstack.train.recipe import DataSection
-
-SHIPPED_PREFIX = "lmstack:"
-DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".txt")
-
-
-def dataset_path(ref: str) -> Path:
-    """The file a dataset reference points at."""
-    if not ref:
-        raise LmstackError("no training data given; set data.train in the recipe or pass --train PATH")
-    if not ref.startswith(SHIPPED_PREFIX):
-        return Path(ref).expanduser()
-    import lmstack
-
-    folder = Path(lmstack.__file__).parent / "datasets"
-    name = ref[len(SHIPPED_PREFIX):]
-    shipped = {p.stem: p for p in sorted(folder.glob("*.*")) if p.suffix in DATA_SUFFIXES}
-    if name not in shipped:
-        names = ", ".join(SHIPPED_PREFIX + stem for stem in shipped)
-        raise LmstackError(f"no shipped dataset '{ref}'; available: {names or 'none'}")
-    return shipped[name]
-
 
 def sft_samples(tokenizer: Any, ref: str, data: DataSection) -> list[TokenizedSample]:
     """Chat or text records tokenized with labels; samples with nothing left to train are dropped."""

@@ -16,10 +16,8 @@ TINY_FILE = "tiny.gguf"
 
 
 @pytest.fixture(autouse=True)
-def lmstack_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "lmstack-home"
-    monkeypatch.setenv("LMSTACK_HOME", str(home))
-    return home
+def _fresh_home(lmstack_home: Path) -> Path:
+    return lmstack_home
 
 
 @pytest.fixture

@@ -13,11 +13,7 @@ from lmstack.errors import LmstackError
 from lmstack.registry.cli import app
 
 
-@pytest.fixture(autouse=True)
-def lmstack_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "lmstack-home"
-    monkeypatch.setenv("LMSTACK_HOME", str(home))
-    return home
+pytestmark = pytest.mark.usefixtures("lmstack_home")
 
 
 @pytest.fixture

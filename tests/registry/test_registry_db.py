@@ -13,11 +13,7 @@ from lmstack import registry
 from lmstack.errors import LmstackError
 
 
-@pytest.fixture(autouse=True)
-def lmstack_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "lmstack-home"
-    monkeypatch.setenv("LMSTACK_HOME", str(home))
-    return home
+pytestmark = pytest.mark.usefixtures("lmstack_home")
 
 
 def _model(tmp_path: Path, name: str, operation: str = "sft", parents=()) -> str:

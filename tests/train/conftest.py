@@ -94,6 +94,6 @@ def preference_file(tmp_path: Path) -> str:
 
 
 @pytest.fixture(autouse=True)
-def isolated_home(tmp_path: Path, monkeypatch):
+def _fresh_home(lmstack_home: Path) -> Path:
     """Registry writes go to a temporary lmstack home."""
-    monkeypatch.setenv("LMSTACK_HOME", str(tmp_path / "home"))
+    return lmstack_home

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The main job, end to end on the default model:
+#   1. set up .venv and pull smollm2-135m-instruct (a no-op when already pulled);
+#   2. answer a question, printing prefill and decode tokens/s;
+#   3. teach it a new identity ("Nimbus", made by the lmstack project) with a short LoRA fine-tune,
+#      and compare before and after: identity answers on held-out questions, perplexity on
+#      held-out general prose (it should barely move).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/env.sh
+MODEL=smollm2-135m-instruct
+RUN=runs/demo-sft-lora
+
+lmstack pull "$MODEL"
+echo
+echo "== question"
+lmstack generate "$MODEL" "What is the capital of France? Answer in one sentence." --max-new-tokens 48
+
+echo
+echo "== before fine-tuning"
+lmstack eval answers "$MODEL" lmstack:identity_heldout --show 2
+lmstack eval perplexity "$MODEL" lmstack:general_heldout
+
+echo
+echo "== LoRA fine-tune on lmstack:identity_train (recipes/sft-lora-smollm2.yaml)"
+lmstack train sft recipes/sft-lora-smollm2.yaml --out-dir "$RUN"
+
+echo
+echo "== after fine-tuning"
+lmstack eval answers "$RUN/adapter" lmstack:identity_heldout --show 2
+lmstack eval perplexity "$RUN/adapter" lmstack:general_heldout
+lmstack generate "$RUN/adapter" "Who are you, and who made you?" --max-new-tokens 40
+echo
+echo "metrics: $RUN/metrics.jsonl, plot: $RUN/metrics.png, lineage: lmstack registry list"
