@@ -249,11 +249,15 @@ class Transformer(nn.Module):
         segment_ids: torch.Tensor | None = None,
         cache: KVCache | None = None,
         last_only: bool = False,
+        logits_at: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Logits [B, T, V] in fp32 (T = 1 with `last_only`).
 
         attention_mask: [B, S] 1 for real tokens, 0 for padding, covering cached and new tokens.
         segment_ids: [B, T] packed samples; tokens attend only within their own segment.
+        logits_at: [B, T] bool; only those positions go through the output head, returned as
+            [N, V]. Training reads logits where a label is trained only: the vocabulary projection
+            is a fifth of a small model's compute, and most positions are prompt or padding.
         """
         c = self.config
         past = cache.length if cache is not None else 0
@@ -282,6 +286,8 @@ class Transformer(nn.Module):
             cache.advance(input_ids.shape[1])
         if last_only:
             x = x[:, -1:]
+        elif logits_at is not None:
+            x = x[logits_at]
         logits = self.lm_head(self.model.norm(x)).float()
         if c.final_logit_softcapping:
             cap = c.final_logit_softcapping

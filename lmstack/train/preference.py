@@ -26,14 +26,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from lmstack.data import (IGNORE_INDEX, TokenizedSample, dataset_path, load_dataset, pad_batch, tokenize_conversation,
+from lmstack.data import (TokenizedSample, dataset_path, load_dataset, pad_batch, tokenize_conversation,
                           tokenize_preference)
 from lmstack.device import resolve_device
 from lmstack.errors import LmstackError
 from lmstack.train.core import Batch, TrainResult, autocast, train
 from lmstack.train.method import load_base, prepare_model, save_result
 from lmstack.train.recipe import ObjectiveSection, Recipe
-from lmstack.train.samples import pad_token_id, split_validation
+from lmstack.train.samples import pad_token_id, scored_positions, split_validation
 
 PAIRED_LOSSES = ("sigmoid", "ipo", "cdpo", "orpo")
 
@@ -73,11 +73,12 @@ def orpo_loss(chosen_mean: torch.Tensor, rejected_mean: torch.Tensor, beta: floa
 
 def sequence_logps(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
     """(sum of the labelled tokens' log-probs, number of labelled tokens), one per row."""
-    logits = model(batch["input_ids"], attention_mask=batch["attention_mask"])
-    labels = batch["labels"][:, 1:]
-    token_logps = -F.cross_entropy(logits[:, :-1].transpose(1, 2), labels, ignore_index=IGNORE_INDEX,
-                                   reduction="none")
-    return token_logps.sum(-1), (labels != IGNORE_INDEX).sum(-1)
+    at = scored_positions(batch["labels"])
+    logits = model(batch["input_ids"], attention_mask=batch["attention_mask"], logits_at=at)
+    token_logps = -F.cross_entropy(logits, batch["labels"][:, 1:][at[:, :-1]], reduction="none")
+    rows = at.nonzero()[:, 0]
+    sums = torch.zeros(at.shape[0], dtype=token_logps.dtype, device=token_logps.device).index_add(0, rows, token_logps)
+    return sums, at.sum(-1)
 
 
 # --- samples and batches --------------------------------------------------------------------------

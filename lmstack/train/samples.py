@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from lmstack.data import TokenizedSample, dataset_path, load_dataset, tokenize_conversation, tokenize_text
+from lmstack.data import IGNORE_INDEX, TokenizedSample, dataset_path, load_dataset, tokenize_conversation, tokenize_text
 from lmstack.errors import LmstackError
 from lmstack.train.recipe import DataSection
 
@@ -53,6 +53,13 @@ def pack_rows(samples: list[TokenizedSample], seq_len: int, pad_token_id: int) -
 
 def stack_rows(rows: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     return {key: torch.stack([row[key] for row in rows]) for key in rows[0]}
+
+
+def scored_positions(labels: torch.Tensor) -> torch.Tensor:
+    """[B, T] bool: position t is scored when token t + 1 is trained (for `model(logits_at=...)`)."""
+    at = torch.zeros_like(labels, dtype=torch.bool)
+    at[:, :-1] = labels[:, 1:] != IGNORE_INDEX
+    return at
 
 
 def pad_token_id(tokenizer: Any) -> int:

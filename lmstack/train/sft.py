@@ -19,7 +19,7 @@ from lmstack.data import IGNORE_INDEX
 from lmstack.train.core import Batch, TrainResult, train
 from lmstack.train.method import load_base, prepare_model, save_result
 from lmstack.train.recipe import Recipe
-from lmstack.train.samples import pack_rows, pad_token_id, sft_samples, split_validation, stack_rows
+from lmstack.train.samples import pack_rows, pad_token_id, scored_positions, sft_samples, split_validation, stack_rows
 
 
 class NextTokenLoss:
@@ -29,12 +29,11 @@ class NextTokenLoss:
         return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
 
     def __call__(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        at = scored_positions(batch["labels"])
         logits = model(batch["input_ids"], attention_mask=batch.get("attention_mask"),
-                       position_ids=batch.get("position_ids"), segment_ids=batch.get("segment_ids"))
-        # Position t predicts token t + 1.
-        loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), batch["labels"][:, 1:].flatten(),
-                               ignore_index=IGNORE_INDEX, reduction="sum")
-        return loss, {}
+                       position_ids=batch.get("position_ids"), segment_ids=batch.get("segment_ids"), logits_at=at)
+        targets = batch["labels"][:, 1:][at[:, :-1]]  # position t predicts token t + 1
+        return F.cross_entropy(logits, targets, reduction="sum"), {}
 
 
 @dataclass

@@ -95,3 +95,12 @@ def test_unsupported_architecture_is_a_clear_error():
 
     with pytest.raises(LmstackError, match="unsupported architecture 'gpt_neox'"):
         ModelConfig.from_hf({"model_type": "gpt_neox", "vocab_size": 8})
+
+
+def test_logits_at_selects_the_same_rows_as_full_logits(tiny_config):
+    torch.manual_seed(0)
+    model = Transformer(tiny_config).eval()
+    ids = torch.randint(0, 128, (2, 9))
+    at = torch.rand(2, 9) > 0.5
+    with torch.no_grad():
+        assert (model(ids, logits_at=at) - model(ids)[at]).abs().max() <= 1e-5

@@ -94,6 +94,7 @@ def preference_file(tmp_path: Path) -> str:
 
 
 @pytest.fixture(autouse=True)
-def _fresh_home(lmstack_home: Path) -> Path:
-    """Registry writes go to a temporary lmstack home."""
-    return lmstack_home
+def _fresh_home(request: pytest.FixtureRequest) -> None:
+    """Registry writes go to a temporary lmstack home (real-model tests keep the shared test home)."""
+    if "real" not in request.keywords:
+        request.getfixturevalue("lmstack_home")
