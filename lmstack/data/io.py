@@ -32,8 +32,11 @@ class SourceRecords:
 
 
 def read_source(path: str | Path) -> SourceRecords:
-    """Read a JSONL, JSON (a list of objects), CSV or Parquet file, remembering record locations."""
-    path = Path(path)
+    """Read a JSONL, JSON (a list of objects), CSV or Parquet file, remembering record locations.
+
+    `path` may also be `lmstack:NAME`, a dataset shipped with lmstack.
+    """
+    path = dataset_path(str(path))
     if not path.is_file():
         raise LmstackError(f"Dataset file not found: {path}. Check the path.")
     readers = {".jsonl": _read_jsonl, ".json": _read_json, ".csv": _read_csv, ".parquet": _read_parquet}
