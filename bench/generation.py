@@ -15,6 +15,7 @@ import platform
 import time
 from importlib import metadata
 
+import numpy as np
 import torch
 
 PROMPT_TOKENS = 500
@@ -51,10 +52,10 @@ def bench_lmstack(loaded, batch: int, repeats: int):
     return speeds(lambda n: generate_ids(loaded.model, ids, sampling=greedy, max_new_tokens=n), batch, repeats)
 
 
-def bench_transformers(directory, vocab: int, batch: int, repeats: int):
+def bench_transformers(directory, vocab: int, batch: int, repeats: int, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype).eval()
     ids = torch.tensor(prompts(vocab, batch))
     mask = torch.ones_like(ids)
 
@@ -76,8 +77,8 @@ def bench_llama_cpp(gguf_path, vocab: int, threads: int, repeats: int):
     def run(n: int):
         llm.reset()
         llm.eval(ids)
-        for _ in range(n - 1):
-            token = int(llm.scores[llm.n_tokens - 1].argmax())
+        for _ in range(n - 1):  # greedy: argmax of the last position's logits
+            token = int(np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(vocab,)).argmax())
             llm.eval([token])
 
     return speeds(run, 1, repeats)
@@ -96,13 +97,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"], help="weights dtype for lmstack and transformers")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     import lmstack
     from lmstack.hub import resolve
 
-    loaded = lmstack.load(args.model, device=args.device)
+    loaded = lmstack.load(args.model, device=args.device, dtype=args.dtype)
     vocab = loaded.config.vocab_size
     rows: dict[str, dict[str, float]] = {}
     for batch in (1, 8):
@@ -110,14 +112,15 @@ def main() -> None:
         rows.setdefault("lmstack", {}).update({f"prefill_b{batch}": prefill, f"decode_b{batch}": decode})
     if version("transformers") != "not installed" and args.device == "cpu":
         for batch in (1, 8):
-            prefill, decode = bench_transformers(loaded.path, vocab, batch, args.repeats)
+            prefill, decode = bench_transformers(loaded.path, vocab, batch, args.repeats, loaded.model.lm_head.weight.dtype)
             rows.setdefault("transformers", {}).update({f"prefill_b{batch}": prefill, f"decode_b{batch}": decode})
     source = resolve(args.model)
     if version("llama-cpp-python") != "not installed" and source.kind == "gguf" and args.device == "cpu":
         prefill, decode = bench_llama_cpp(source.path, vocab, args.threads, args.repeats)
         rows["llama.cpp"] = {"prefill_b1": prefill, "decode_b1": decode}
 
-    print(f"machine: {platform.machine()} {platform.processor() or ''}, {args.threads} threads, device {args.device}")
+    print(f"machine: {platform.machine()} {platform.processor() or ''}, {args.threads} threads, device {args.device}, "
+          f"dtype {args.dtype} (llama.cpp: the GGUF's own quantized weights)")
     print(f"versions: torch {torch.__version__}, transformers {version('transformers')}, "
           f"llama-cpp-python {version('llama-cpp-python')}, lmstack {lmstack.__version__}")
     columns = ["prefill_b1", "decode_b1", "prefill_b8", "decode_b8"]
