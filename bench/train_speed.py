@@ -341,7 +341,7 @@ def describe(args: argparse.Namespace) -> str:
     sft = ("SFT: lmstack `train_sft` packs identity_train best-fit into rows of seq-len tokens (several "
            "conversations per row, attention kept within each by segment ids, positions restart per "
            "conversation, the row's unused tail is padding), loss on assistant tokens only (answer + "
-           "<|im_end|>), logits over all positions. trl `SFTTrainer` packs best-fit-decreasing into "
+           "<|im_end|>), LM head only on trained positions. trl `SFTTrainer` packs best-fit-decreasing into "
            "seq-len bins and trains padding-free (the batch's bins concatenated into one row; transformers' "
            "sdpa builds the block-diagonal mask from position_ids), `assistant_only_loss` with SmolLM2's own "
            "template plus {% generation %} markers (same text, same trained tokens), LM head only on "
@@ -349,8 +349,7 @@ def describe(args: argparse.Namespace) -> str:
     dpo = (f"DPO: sigmoid loss, beta {DPO_BETA}, batch = pairs (chosen and rejected in one forward of "
            f"2 x batch rows, right-padded). Reference = the base with adapters off; both compute its "
            f"log-probs once before step 1 (lmstack always; trl with precompute_ref_log_probs), so no step "
-           f"runs a reference forward. lmstack computes logits over all positions; trl projects the LM head "
-           f"only on completion positions.")
+           f"runs a reference forward. Both project the LM head only on completion positions.")
     measure = ("Tokens/s = non-padding input tokens of steps 2..N (attention-mask ones; every token of a "
                "padding-free or packed segment) / their wall time; s/step = time from the end of step 1 to "
                "the end of step N over N-1 (step 1 is warm-up). Setup = process start to first step "
