@@ -19,6 +19,7 @@ NUM_BEAMS = typer.Option(None, "--num-beams", help="> 1 runs beam search.")
 LENGTH_PENALTY = typer.Option(None, "--length-penalty", help="Beam search: > 0 favours long.")
 SEED = typer.Option(None, "--seed", help="Make sampling reproducible.")
 DEVICE = typer.Option(None, "--device", help="cpu, cuda or cuda:N (default: auto).")
+TEMPLATE = typer.Option(None, "--template", help="Chat template to use instead of the model's: chatml, alpaca, llama3, gemma.")
 DTYPE = typer.Option(None, "--dtype", help="fp32 (CPU default, exact), bf16 (GPU default; faster decode on CPUs with AVX-512 BF16), fp16.")
 
 
@@ -42,13 +43,13 @@ def generate(
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     device: Optional[str] = DEVICE,
     dtype: Optional[str] = DTYPE,
+    template: Optional[str] = TEMPLATE,
 ) -> None:
     """Generate text from a prompt, streamed as it is made; speed goes to stderr."""
-    import lmstack
     from lmstack.generate.text import generate_text
 
     text = prompt if prompt not in (None, "-") else sys.stdin.read()
-    loaded = lmstack.load(model, device=device, dtype=dtype)
+    loaded = load_for_generation(model, device, dtype, template)
     streaming = not (no_stream or json_output)
     result = generate_text(
         loaded, text, system=system, raw=raw, stream=streaming, explain=explain, max_new_tokens=max_new_tokens,
@@ -82,17 +83,26 @@ def chat(
     seed: Optional[int] = SEED,
     device: Optional[str] = DEVICE,
     dtype: Optional[str] = DTYPE,
+    template: Optional[str] = TEMPLATE,
 ) -> None:
     """Chat with a model in the terminal; /help lists commands, Ctrl-D leaves."""
-    import lmstack
     from lmstack.generate.repl import ChatSession, run_chat
 
-    loaded = lmstack.load(model, device=device, dtype=dtype)
+    loaded = load_for_generation(model, device, dtype, template)
     session = ChatSession(
         loaded, system=system, max_new_tokens=max_new_tokens, seed=seed,
         **_sampling(temperature, top_k, top_p, min_p, repetition_penalty, num_beams, length_penalty),
     )
     run_chat(session)
+
+
+def load_for_generation(model: str, device: str | None, dtype: str | None, template: str | None) -> Any:
+    import lmstack
+
+    loaded = lmstack.load(model, device=device, dtype=dtype)
+    if template:
+        loaded.tokenizer.chat_template = template  # a built-in name or Jinja source
+    return loaded
 
 
 def speed_line(result: Any) -> str:

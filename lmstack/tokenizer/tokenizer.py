@@ -207,7 +207,7 @@ class Tokenizer:
         template = chat_template or self.chat_template
         if template is None:
             raise LmstackError(
-                f"this model has no chat template; pick one by name ({', '.join(TEMPLATES)}) "
+                f"this model has no chat template; pick one by name with --template ({', '.join(TEMPLATES)}) "
                 "or use raw mode (plain text prompt)"
             )
         text = render_chat(template, messages, add_generation_prompt, **{**self.special_tokens, **kwargs})
