@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,6 @@ class LoadedModel:
     name: str
     registry_id: str | None = None
     source: Path | None = None  # what the user pointed at (a GGUF or the directory itself)
-    extras: dict[str, Any] = field(default_factory=dict)
 
     @property
     def device(self) -> torch.device:
