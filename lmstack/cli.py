@@ -43,7 +43,9 @@ def export(
 ) -> None:
     """Export a model, e.g. a Hugging Face directory that transformers loads as is."""
     import lmstack
+    from lmstack.model.loaded import check_export_format
 
+    check_export_format(format)  # before the load, which takes seconds
     path = lmstack.load(model, device="cpu").save(out, format=format, dtype=dtype)
     typer.echo(f"exported {model} to {path}")
 

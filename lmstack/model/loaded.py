@@ -54,8 +54,7 @@ class LoadedModel:
 
     def save(self, path: str | Path, format: str = "hf", dtype: str | None = None) -> Path:
         """Export the model; `format="hf"` writes a directory transformers loads as is."""
-        if format != "hf":
-            raise LmstackError(f"unknown export format '{format}'; supported: hf")
+        check_export_format(format)
         torch_dtype = parse_dtype(dtype) if dtype else torch.float32
         out = hf_io.write_model_dir(
             path, self.config, plain_state_dict(self.model), self.tokenizer, self.generation_config, torch_dtype
@@ -68,6 +67,14 @@ class LoadedModel:
             parents=[parent] if parent else [], recipe={"format": format, "dtype": str(torch_dtype)},
         )
         return Path(out)
+
+
+EXPORT_FORMATS = ("hf",)
+
+
+def check_export_format(format: str) -> None:
+    if format not in EXPORT_FORMATS:
+        raise LmstackError(f"unknown export format '{format}'; supported: {', '.join(EXPORT_FORMATS)}")
 
 
 def plain_state_dict(model: Transformer) -> dict[str, torch.Tensor]:
