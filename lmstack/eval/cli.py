@@ -53,13 +53,13 @@ def answers(
 ) -> None:
     """How often MODEL's greedy answer contains the expected text."""
     import lmstack
-    from lmstack.data import dataset_path, read_records
+    from lmstack.data import read_records
     from lmstack.eval import answer_match_rate
 
-    path = dataset_path(dataset)
+    records = read_records(dataset)  # a file, or lmstack:NAME for a shipped dataset
     loaded = lmstack.load(model, device=device, adapter=adapter)
-    report = answer_match_rate(loaded, read_records(path), max_new_tokens=max_new_tokens)
-    _record(loaded, "answer_match", report.rate, str(path), {"matched": report.matched, "total": report.total})
+    report = answer_match_rate(loaded, records, max_new_tokens=max_new_tokens)
+    _record(loaded, "answer_match", report.rate, dataset, {"matched": report.matched, "total": report.total})
     if json_output:
         typer.echo(json.dumps({"model": loaded.name, "rate": report.rate, "rows": report.rows}, indent=2))
         return

@@ -8,7 +8,6 @@ llama.cpp's converter are undone so the weights match the original checkpoint:
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from lmstack.data import (TokenizedSample, dataset_path, load_dataset, pad_batch, tokenize_conversation,
+from lmstack.data import (TokenizedSample, load_dataset, pad_batch, tokenize_conversation,
                           tokenize_preference)
 from lmstack.device import resolve_device
 from lmstack.errors import LmstackError
@@ -95,7 +95,7 @@ class Completion:
 
 def preference_samples(tokenizer: Any, ref: str, recipe: Recipe) -> list[list[Completion]]:
     """Pairs [chosen, rejected] for the paired losses; single completions [c] for KTO."""
-    dataset = load_dataset(dataset_path(ref))
+    dataset = load_dataset(ref)
     options = {"template": recipe.data.template, "max_len": recipe.data.max_len}
     if dataset.kind == "preference":
         pairs = [tokenize_preference(tokenizer, r, **options) for r in dataset.records]

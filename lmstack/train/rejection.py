@@ -105,13 +105,13 @@ def rejection_sample(model: str, prompts: str, out: str | Path, *, scorer: str |
 
     import lmstack
     from lmstack import registry
-    from lmstack.data import dataset_path, read_records, write_jsonl
+    from lmstack.data import read_records, write_jsonl
 
     if num_samples < 2:
         raise LmstackError(f"num_samples must be at least 2 to make a pair, got {num_samples}")
     loaded = loaded or lmstack.load(model)
     score = make_scorer(scorer) if isinstance(scorer, str) else scorer
-    records = read_records(dataset_path(prompts))
+    records = read_records(prompts)
     pairs = []
     for index, record in enumerate(track(records, description="sampling and scoring")):
         messages = prompt_messages(record)

@@ -8,18 +8,17 @@ single completions (see `preference.py`).
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from lmstack.data import IGNORE_INDEX, TokenizedSample, dataset_path, load_dataset, tokenize_conversation, tokenize_text
+from lmstack.data import IGNORE_INDEX, TokenizedSample, load_dataset, tokenize_conversation, tokenize_text
 from lmstack.errors import LmstackError
 from lmstack.train.recipe import DataSection
 
 def sft_samples(tokenizer: Any, ref: str, data: DataSection) -> list[TokenizedSample]:
     """Chat or text records tokenized with labels; samples with nothing left to train are dropped."""
-    dataset = load_dataset(dataset_path(ref))
+    dataset = load_dataset(ref)
     if dataset.kind == "messages":
         samples = [tokenize_conversation(tokenizer, r["messages"], template=data.template, max_len=data.max_len)
                    for r in dataset.records]
