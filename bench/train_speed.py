@@ -8,9 +8,9 @@ Two tasks, each run by both engines on SmolLM2-135M-Instruct (the fp32 HF direct
 torch AdamW at one learning rate and a constant schedule, gradient clipping at 1.0, no gradient
 checkpointing, no evaluation, no checkpoints:
 
-    sft  lmstack `train_sft` (shipped SFT recipe, overridden)  vs  `trl.SFTTrainer` + peft
+    sft  lmstack `train_recipe` (shipped SFT recipe, overridden)  vs  `trl.SFTTrainer` + peft
          data lmstack:identity_train, packed into rows of --seq-len, loss on assistant tokens only
-    dpo  lmstack `train_preference`, sigmoid loss              vs  `trl.DPOTrainer` + peft
+    dpo  lmstack `train_recipe`, sigmoid loss                  vs  `trl.DPOTrainer` + peft
          data lmstack:preferences_train, beta 0.1, reference = the base with adapters off,
          its log-probs computed once before training by both
 
@@ -65,15 +65,6 @@ SMOLLM2_TRAINING_TEMPLATE = (
 # --- what is measured, the same way for both engines -------------------------------------------------
 
 
-def non_padding_tokens(batch: dict) -> int:
-    """Input tokens that are not padding: attention-mask ones, packed-segment tokens, or every token."""
-    if "attention_mask" in batch:
-        return int(batch["attention_mask"].sum())
-    if "segment_ids" in batch:
-        return int((batch["segment_ids"] > 0).sum())
-    return batch["input_ids"].numel()
-
-
 class StepClock:
     """End time and non-padding tokens of every optimizer step, and when the first step began."""
 
@@ -89,8 +80,9 @@ class StepClock:
             self.first_start = time.perf_counter()
         self._tokens = 0
 
-    def add_batch(self, batch: dict) -> None:
-        self._tokens += non_padding_tokens(batch)
+    def add_tokens(self, count: int) -> None:
+        """Non-padding tokens of one micro-batch (lmstack's `real_tokens`, for both engines)."""
+        self._tokens += count
 
     def step_ended(self) -> None:
         import torch
@@ -144,7 +136,7 @@ def lmstack_recipe(task: str, args: argparse.Namespace, out_dir: Path):
 
 
 def run_lmstack(task: str, args: argparse.Namespace, out_dir: Path, clock: StepClock) -> None:
-    """The product's own entry points, `train_sft` / `train_preference`, with the loop's step and
+    """The product's own entry point, `train_recipe`, with the loop's step and
     its token count observed (wrapped, not replaced)."""
     from lmstack.train import core
 
@@ -157,19 +149,14 @@ def run_lmstack(task: str, args: argparse.Namespace, out_dir: Path, clock: StepC
         return record
 
     def counted_tokens(batch):
-        clock.add_batch(batch)
-        return count_tokens(batch)
+        count = count_tokens(batch)
+        clock.add_tokens(count)
+        return count
 
     core._Loop._train_step, core.real_tokens = timed_step, counted_tokens
-    recipe = lmstack_recipe(task, args, out_dir)
-    if task == "sft":
-        from lmstack.train.sft import train_sft
+    from lmstack.train.run import train_recipe
 
-        train_sft(recipe)
-    else:
-        from lmstack.train.preference import train_preference
-
-        train_preference(recipe)
+    train_recipe(lmstack_recipe(task, args, out_dir), overwrite=True)
 
 
 # --- trl + peft ---------------------------------------------------------------------------------------
@@ -224,6 +211,8 @@ def run_trl(task: str, args: argparse.Namespace, out_dir: Path, clock: StepClock
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
+    from lmstack.train.core import real_tokens
+
     tokenizer = AutoTokenizer.from_pretrained(args.model_dir)
     model = AutoModelForCausalLM.from_pretrained(args.model_dir, dtype=torch.float32, attn_implementation="sdpa")
     lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
@@ -236,7 +225,7 @@ def run_trl(task: str, args: argparse.Namespace, out_dir: Path, clock: StepClock
         class Counting(trainer_class):
             def training_step(self, model, inputs, *rest, **kwargs):
                 clock.step_started()
-                clock.add_batch(inputs)
+                clock.add_tokens(real_tokens(inputs))
                 return super().training_step(model, inputs, *rest, **kwargs)
 
         return Counting
@@ -338,7 +327,7 @@ def describe(args: argparse.Namespace) -> str:
               f"no warm-up, no weight decay), grad clip {MAX_GRAD_NORM}, batch {args.batch_size}, grad accum 1, "
               f"{args.steps} steps, precision {args.precision} (bf16 = autocast over fp32 master weights), "
               f"no gradient checkpointing, no eval/checkpoints, {args.threads} threads, device {args.device}.")
-    sft = ("SFT: lmstack `train_sft` packs identity_train best-fit into rows of seq-len tokens (several "
+    sft = ("SFT: lmstack `train_recipe` packs identity_train best-fit into rows of seq-len tokens (several "
            "conversations per row, attention kept within each by segment ids, positions restart per "
            "conversation, the row's unused tail is padding), loss on assistant tokens only (answer + "
            "<|im_end|>), LM head only on trained positions. trl `SFTTrainer` packs best-fit-decreasing into "

@@ -40,27 +40,63 @@ def export(
     out: str = typer.Argument(..., help="Output directory."),
     format: str = typer.Option("hf", "--format", "-f", help="Output format: hf (a transformers directory)."),
     dtype: str = typer.Option("fp32", "--dtype", help="Weights dtype: fp32, bf16 or fp16."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty OUT folder instead of refusing."),
 ) -> None:
     """Export a model, e.g. a Hugging Face directory that transformers loads as is."""
-    import lmstack
-    from lmstack.model.loaded import check_export_format
+    from lmstack.api import load
+    from lmstack.hub.export import check_export
 
-    check_export_format(format)  # before the load, which takes seconds
-    path = lmstack.load(model, device="cpu").save(out, format=format, dtype=dtype)
+    check_export(out, format, dtype, overwrite)  # before the load, which takes seconds
+    path = load(model, device="cpu", dtype="fp32").save(out, format=format, dtype=dtype, overwrite=overwrite)
     typer.echo(f"exported {model} to {path}")
 
 
+# Exit status of an unexpected error (a bug): sysexits' EX_SOFTWARE, so scripts can tell it apart
+# from a refused input (1) or a usage error (2).
+CRASH_EXIT = 70
+
+
 def main() -> None:
+    """Run the command; every failure ends in one line on stderr and a non-zero exit, no traceback."""
     from lmstack.errors import LmstackError
 
     try:
         app()
-    except LmstackError as e:
-        typer.secho(f"error: {e}", fg="red", err=True)
+    except LmstackError as error:
+        typer.secho(f"error: {error}", fg="red", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
+    except BrokenPipeError:  # the reader of our output went away (`... | head -1`): nothing to say
+        sys.stderr.close()
+        sys.exit(1)
+    except OSError as error:  # the environment refused (disk full, permissions): not a bug, say what
+        where = f": {error.filename}" if error.filename else ""
+        typer.secho(f"error: {error.strerror or error}{where}", fg="red", err=True)
+        sys.exit(1)
+    except Exception as error:  # a bug: one line here, the traceback in a crash log
+        typer.secho(f"error: unexpected {type(error).__name__}: {error} (this is a bug in lmstack; the "
+                    f"traceback is in {_crash_log(error)})", fg="red", err=True)
+        sys.exit(CRASH_EXIT)
+
+
+def _crash_log(error: BaseException) -> str:
+    """Write the traceback under `<lmstack home>/logs/`; the path, or a note if even that fails."""
+    import time
+    import traceback
+
+    from lmstack.home import lmstack_home
+
+    try:
+        folder = lmstack_home() / "logs"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{id(error):x}.log"
+        path.write_text(f"lmstack {' '.join(sys.argv[1:])}\n\n" + "".join(traceback.format_exception(error)),
+                        encoding="utf-8")
+        return str(path)
+    except Exception:  # noqa: BLE001 - the report of a crash must not crash
+        return "(no crash log: the lmstack home is not writable)"
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ lmstack eval perplexity "$MODEL" lmstack:general_heldout
 
 echo
 echo "== LoRA fine-tune on lmstack:identity_train (recipes/sft-lora-smollm2.yaml)"
-lmstack train sft recipes/sft-lora-smollm2.yaml --out-dir "$RUN"
+lmstack train sft recipes/sft-lora-smollm2.yaml --out-dir "$RUN" --overwrite
 
 echo
 echo "== after fine-tuning"

@@ -1,24 +1,28 @@
 """Shared fixtures: the real models, a fresh lmstack home, tiny configs.
 
-Tests never touch the user's lmstack home. The session runs in a test home that persists between
-runs (`$LMSTACK_TEST_HOME`, default ~/.cache/lmstack-tests), so real models are pulled and
-converted once; tests that write the registry take `lmstack_home`, a fresh empty one.
+Tests never touch the user's lmstack home or registry. The session runs in a test home that
+persists between runs (`$LMSTACK_TEST_HOME`, default ~/.cache/lmstack-tests), so real models are
+pulled and converted once, and it records into a registry of its own that lives for the session
+(`$LMSTACK_REGISTRY`); a test that needs an empty home and registry takes `lmstack_home`.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ["LMSTACK_HOME"] = os.environ.get("LMSTACK_TEST_HOME", str(Path.home() / ".cache" / "lmstack-tests"))
+os.environ["LMSTACK_REGISTRY"] = str(Path(tempfile.mkdtemp(prefix="lmstack-test-registry-")) / "registry.db")
 
 
 @pytest.fixture
 def lmstack_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "lmstack-home"
     monkeypatch.setenv("LMSTACK_HOME", str(home))
+    monkeypatch.setenv("LMSTACK_REGISTRY", str(home / "registry.db"))
     return home
 
 
@@ -36,6 +40,17 @@ def smollm2_gguf() -> Path:
 @pytest.fixture(scope="session")
 def gemma3_gguf() -> Path:
     return _pull("gemma-3-270m")
+
+
+@pytest.fixture(scope="session")
+def smollm2(smollm2_gguf):
+    """The default model loaded once per session, in fp32 (the precision of parity tests), on the CPU.
+
+    Shared by every real-model test that only reads it; a test that changes the model loads its own.
+    """
+    from lmstack.hub.load import load_model
+
+    return load_model(smollm2_gguf, device="cpu", dtype="fp32")
 
 
 @pytest.fixture

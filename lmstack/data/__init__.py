@@ -18,24 +18,32 @@ from lmstack.data.formats import (
     load_dataset,
     normalize_record,
 )
-from lmstack.data.io import SourceRecords, dataset_path, read_records, read_source, write_jsonl
+from lmstack.data.io import (
+    SourceRecords,
+    content_hash,
+    dataset_path,
+    dataset_reference,
+    read_records,
+    read_source,
+    write_jsonl,
+)
 from lmstack.data.templating import (
     IGNORE_INDEX,
     TokenizedSample,
-    render_chat,
     tokenize_conversation,
     tokenize_preference,
     tokenize_text,
 )
 
 _LAZY = {"pack_samples": "lmstack.data.packing", "pad_batch": "lmstack.data.packing",
+         "pack_rows": "lmstack.data.packing", "collate_rows": "lmstack.data.packing",
          "inspect_dataset": "lmstack.data.inspect", "print_report": "lmstack.data.inspect",
          "InspectReport": "lmstack.data.inspect"}
 
 __all__ = [
     "CHAT_FORMATS", "FORMATS", "Dataset", "convert", "convert_file", "detect_format", "load_dataset",
-    "normalize_record", "SourceRecords", "dataset_path", "read_records", "read_source", "write_jsonl", "IGNORE_INDEX",
-    "TokenizedSample", "render_chat", "tokenize_conversation", "tokenize_preference", "tokenize_text", *_LAZY,
+    "normalize_record", "SourceRecords", "content_hash", "dataset_path", "dataset_reference", "read_records", "read_source", "write_jsonl", "IGNORE_INDEX",
+    "TokenizedSample", "tokenize_conversation", "tokenize_preference", "tokenize_text", *_LAZY,
 ]
 
 

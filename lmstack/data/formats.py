@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lmstack.errors import LmstackError
 from lmstack.data.io import read_records, read_source, write_jsonl
+from lmstack.errors import LmstackError
+from lmstack.tokenizer.chat_template import Messages
 
 CHAT_FORMATS = ("messages", "sharegpt", "alpaca")
 FORMATS = CHAT_FORMATS + ("text", "preference", "kto")
@@ -36,7 +37,6 @@ SHAREGPT_TO_ROLE = {"human": "user", "user": "user", "gpt": "assistant", "assist
                     "system": "system"}
 ROLE_TO_SHAREGPT = {"user": "human", "assistant": "gpt", "system": "system"}
 
-Messages = list[dict[str, str]]
 
 
 @dataclass

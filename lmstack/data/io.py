@@ -7,13 +7,17 @@ schema error can point the user at the exact place to fix.
 from __future__ import annotations
 
 import csv
+import hashlib
+import io
 import json
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable
 
 from lmstack.errors import LmstackError
 from lmstack.home import atomic_path
+from lmstack.inputs import check_file, read_text
 
 SUPPORTED_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 
@@ -36,16 +40,9 @@ def read_source(path: str | Path) -> SourceRecords:
 
     `path` may also be `lmstack:NAME`, a dataset shipped with lmstack.
     """
-    path = dataset_path(str(path))
-    if not path.is_file():
-        raise LmstackError(f"Dataset file not found: {path}. Check the path.")
+    path = check_file(dataset_path(str(path)), "dataset", suffixes=SUPPORTED_SUFFIXES)
     readers = {".jsonl": _read_jsonl, ".json": _read_json, ".csv": _read_csv, ".parquet": _read_parquet}
-    reader = readers.get(path.suffix.lower())
-    if reader is None:
-        raise LmstackError(
-            f"Unsupported dataset file type '{path.suffix}' ({path}); use one of {', '.join(SUPPORTED_SUFFIXES)}."
-        )
-    records, locations = reader(path)
+    records, locations = readers[path.suffix.lower()](path)
     return SourceRecords(path, records, locations)
 
 
@@ -66,23 +63,23 @@ def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> Path:
 
 def _read_jsonl(path: Path) -> tuple[list[dict], list[str]]:
     records, locations = [], []
-    with open(path, encoding="utf-8") as f:
-        for line_number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue  # blank lines (often a trailing one) carry no record
-            where = f"line {line_number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise LmstackError(f"{path}, {where}: invalid JSON ({e.msg}); fix or remove that line.") from None
-            records.append(_require_object(record, path, where))
-            locations.append(where)
+    # split on newlines only: JSON strings may hold U+2028, which str.splitlines would break at
+    for line_number, line in enumerate(read_text(path, "dataset").split("\n"), start=1):
+        if not line.strip():
+            continue  # blank lines (often a trailing one) carry no record
+        where = f"line {line_number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise LmstackError(f"{path}, {where}: invalid JSON ({e.msg}); fix or remove that line.") from None
+        records.append(_require_object(record, path, where))
+        locations.append(where)
     return records, locations
 
 
 def _read_json(path: Path) -> tuple[list[dict], list[str]]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_text(path, "dataset"))
     except json.JSONDecodeError as e:
         raise LmstackError(f"{path}: invalid JSON at line {e.lineno} ({e.msg}).") from None
     if not isinstance(data, list):
@@ -92,8 +89,7 @@ def _read_json(path: Path) -> tuple[list[dict], list[str]]:
 
 
 def _read_csv(path: Path) -> tuple[list[dict], list[str]]:
-    with open(path, encoding="utf-8", newline="") as f:
-        records = [dict(row) for row in csv.DictReader(f)]
+    records = [dict(row) for row in csv.DictReader(io.StringIO(read_text(path, "dataset"), newline=""))]
     # Row 1 is the header, so the first record is row 2, the number a spreadsheet shows.
     return records, [f"row {i}" for i in range(2, len(records) + 2)]
 
@@ -122,16 +118,24 @@ DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".txt")
 
 def dataset_path(ref: str) -> Path:
     """The file a dataset reference points at."""
-    if not ref:
+    if not ref or not str(ref).strip():
         raise LmstackError("no dataset given; pass a file path or lmstack:NAME (e.g. lmstack:identity_train)")
     if not ref.startswith(SHIPPED_PREFIX):
         return Path(ref).expanduser()
-    import lmstack
-
-    folder = Path(lmstack.__file__).parent / "datasets"
+    folder = Path(str(resources.files("lmstack.datasets")))
     name = ref[len(SHIPPED_PREFIX):]
     shipped = {p.stem: p for p in sorted(folder.glob("*.*")) if p.suffix in DATA_SUFFIXES}
     if name not in shipped:
         names = ", ".join(SHIPPED_PREFIX + stem for stem in shipped)
         raise LmstackError(f"no shipped dataset '{ref}'; available: {names or 'none'}")
     return shipped[name]
+
+
+def dataset_reference(ref: str) -> str:
+    """How the registry names a dataset: `lmstack:NAME` for a shipped one, else its absolute path."""
+    return ref if ref.startswith(SHIPPED_PREFIX) else str(dataset_path(ref).resolve())
+
+
+def content_hash(ref: str) -> str:
+    """SHA-256 of a dataset file's bytes, so a score says exactly which data it was measured on."""
+    return hashlib.sha256(dataset_path(ref).read_bytes()).hexdigest()

@@ -23,10 +23,12 @@ from lmstack.errors import LmstackError
 STRATEGIES = ("best_fit", "sequential")
 
 
-def pack_samples(samples: Sequence[TokenizedSample], seq_len: int, *, pad_token_id: int = 0,
-                 strategy: str = "best_fit", overlong: str = "error") -> dict[str, torch.Tensor]:
-    """Pack samples into rows of `seq_len` tokens; returns `input_ids`, `labels`, `position_ids`,
-    `segment_ids`, each [rows, seq_len].
+PackedRow = list[TokenizedSample]  # samples that share one row, in order
+
+
+def pack_rows(samples: Sequence[TokenizedSample], seq_len: int, *, strategy: str = "best_fit",
+              overlong: str = "error") -> list[PackedRow]:
+    """Decide which samples share each row of `seq_len` tokens (no tensors yet: `collate_rows` makes them).
 
     strategy: `best_fit` places the longest samples first, each in the fullest row it fits
     (fewest rows); `sequential` keeps the dataset order and opens a new row when one is full.
@@ -36,8 +38,13 @@ def pack_samples(samples: Sequence[TokenizedSample], seq_len: int, *, pad_token_
     if strategy not in STRATEGIES:
         raise LmstackError(f"Unknown packing strategy '{strategy}'; use one of {', '.join(STRATEGIES)}.")
     samples = [_fit(sample, seq_len, overlong, index) for index, sample in enumerate(samples) if len(sample)]
-    rows = _best_fit(samples, seq_len) if strategy == "best_fit" else _sequential(samples, seq_len)
-    return _row_tensors(rows, seq_len, pad_token_id)
+    return _best_fit(samples, seq_len) if strategy == "best_fit" else _sequential(samples, seq_len)
+
+
+def pack_samples(samples: Sequence[TokenizedSample], seq_len: int, *, pad_token_id: int = 0,
+                 strategy: str = "best_fit", overlong: str = "error") -> dict[str, torch.Tensor]:
+    """Every sample packed: `input_ids`, `labels`, `position_ids`, `segment_ids`, each [rows, seq_len]."""
+    return collate_rows(pack_rows(samples, seq_len, strategy=strategy, overlong=overlong), seq_len, pad_token_id)
 
 
 def pad_batch(samples: Sequence[TokenizedSample], *, pad_token_id: int = 0) -> dict[str, torch.Tensor]:
@@ -94,7 +101,8 @@ def _sequential(samples: list[TokenizedSample], seq_len: int) -> list[list[Token
     return rows
 
 
-def _row_tensors(rows: list[list[TokenizedSample]], seq_len: int, pad_token_id: int) -> dict[str, torch.Tensor]:
+def collate_rows(rows: Sequence[PackedRow], seq_len: int, pad_token_id: int = 0) -> dict[str, torch.Tensor]:
+    """The tensors of packed rows, each [len(rows), seq_len] (a training batch, or every row)."""
     shape = (len(rows), seq_len)
     batch = {"input_ids": torch.full(shape, pad_token_id, dtype=torch.long),
              "labels": torch.full(shape, IGNORE_INDEX, dtype=torch.long),

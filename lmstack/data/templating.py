@@ -18,10 +18,9 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from lmstack.errors import LmstackError
+from lmstack.tokenizer.chat_template import Messages
 
 IGNORE_INDEX = -100  # label of a position that is not trained (PyTorch cross-entropy skips it)
-
-Messages = list[dict[str, str]]
 Renderer = Callable[[Messages, bool], str]  # (messages, add_generation_prompt) -> text
 
 
@@ -76,13 +75,6 @@ def tokenize_text(tokenizer: Any, text: str, *, max_len: int | None = None) -> T
     if tokenizer.eos_token_id is not None:
         ids.append(tokenizer.eos_token_id)
     return _truncate(TokenizedSample(ids, list(ids)), max_len)
-
-
-def render_chat(tokenizer: Any, messages: Messages, *, template: str | None = None,
-                add_generation_prompt: bool = False) -> str:
-    """The text a chat becomes under the model's template or a named one."""
-    render, _ = _renderer(tokenizer, template)
-    return render(messages, add_generation_prompt)
 
 
 def _renderer(tokenizer: Any, template: str | None) -> tuple[Renderer, list[str]]:

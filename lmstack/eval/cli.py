@@ -1,4 +1,4 @@
-"""`lmstack eval perplexity` and `lmstack eval answers`: scores recorded in the registry."""
+"""`lmstack.eval.likelihood` and `lmstack eval answers`: scores recorded in the registry."""
 
 from __future__ import annotations
 
@@ -10,58 +10,50 @@ import typer
 
 app = typer.Typer(help="Evaluate a model: perplexity on text, answer-match rate on questions.", no_args_is_help=True)
 
+MODEL = typer.Argument(..., help="Catalog name, GGUF path, HF directory, adapter directory or registry id.")
 ADAPTER = typer.Option(None, "--adapter", help="A PEFT adapter directory to apply on top of MODEL.")
 DEVICE = typer.Option(None, "--device", help="cpu, cuda or cuda:N (default: cuda if available).")
-
-
-def _record(loaded, metric: str, value: float, dataset: str, details: dict) -> None:
-    from lmstack import registry
-
-    if loaded.registry_id:
-        registry.add_score(loaded.registry_id, metric, value, dataset=dataset, details=details)
+DTYPE = typer.Option(None, "--dtype", help="auto (bf16 where the hardware has it, else fp32), fp32, bf16, fp16.")
 
 
 @app.command()
 def perplexity(
-    model: str = typer.Argument(..., help="Catalog name, GGUF path, HF directory, adapter directory or registry id."),
+    model: str = MODEL,
     text: str = typer.Argument(..., help="A text file, or lmstack:general_heldout for the shipped prose."),
     adapter: Optional[Path] = ADAPTER,
     device: Optional[str] = DEVICE,
+    dtype: Optional[str] = DTYPE,
+    window: int = typer.Option(512, "--window", min=2, help="Tokens per scoring window."),
+    stride: int = typer.Option(256, "--stride", min=1, help="Tokens the window advances by."),
     json_output: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Perplexity of MODEL on a text file (lower is better)."""
-    import lmstack
-    from lmstack.data import dataset_path
-    from lmstack.eval import perplexity as compute
+    from lmstack.eval.likelihood import evaluate_perplexity
 
-    path = dataset_path(text)
-    loaded = lmstack.load(model, device=device, adapter=adapter)
-    value = compute(loaded, path.read_text(encoding="utf-8"))
-    _record(loaded, "perplexity", value, str(path), {})
-    typer.echo(json.dumps({"model": loaded.name, "perplexity": value}) if json_output else f"perplexity {value:.3f}")
+    result = evaluate_perplexity(model, text, adapter=adapter, device=device, dtype=dtype, window=window,
+                                 stride=stride)
+    typer.echo(json.dumps(vars(result)) if json_output else f"perplexity {result.perplexity:.3f}")
 
 
 @app.command()
 def answers(
-    model: str = typer.Argument(..., help="Catalog name, GGUF path, HF directory, adapter directory or registry id."),
+    model: str = MODEL,
     dataset: str = typer.Argument(..., help="JSONL of {messages, expected}, or lmstack:identity_heldout."),
     adapter: Optional[Path] = ADAPTER,
     device: Optional[str] = DEVICE,
-    max_new_tokens: int = typer.Option(48, help="Tokens per answer."),
-    show: int = typer.Option(3, help="How many answers to print."),
+    dtype: Optional[str] = DTYPE,
+    max_new_tokens: int = typer.Option(48, min=1, help="Tokens per answer."),
+    show: int = typer.Option(3, min=0, help="How many answers to print."),
     json_output: bool = typer.Option(False, "--json", help="Print JSON with every answer."),
 ) -> None:
     """How often MODEL's greedy answer contains the expected text."""
-    import lmstack
-    from lmstack.data import read_records
-    from lmstack.eval import answer_match_rate
+    from lmstack.eval.answers import evaluate_answers
 
-    records = read_records(dataset)  # a file, or lmstack:NAME for a shipped dataset
-    loaded = lmstack.load(model, device=device, adapter=adapter)
-    report = answer_match_rate(loaded, records, max_new_tokens=max_new_tokens)
-    _record(loaded, "answer_match", report.rate, dataset, {"matched": report.matched, "total": report.total})
+    report = evaluate_answers(model, dataset, adapter=adapter, device=device, dtype=dtype,
+                              max_new_tokens=max_new_tokens)
     if json_output:
-        typer.echo(json.dumps({"model": loaded.name, "rate": report.rate, "rows": report.rows}, indent=2))
+        typer.echo(json.dumps({"model": report.model, "rate": report.rate, "rows": report.rows}, indent=2,
+                              ensure_ascii=False))
         return
     for row in report.rows[:show]:
         typer.echo(f"Q: {row['question']}\nA: {row['answer']}\n")

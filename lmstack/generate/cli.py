@@ -2,38 +2,54 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import sys
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import typer
 
 MODEL_HELP = "Catalog name, GGUF path, HF directory, adapter directory or registry id."
-# Sampling flags shared by `generate` and `chat`.
-TEMPERATURE = typer.Option(None, "--temperature", "-t", help="0 = greedy (the default).")
-TOP_K = typer.Option(None, "--top-k", help="Sample from the k most likely tokens (0 = off).")
-TOP_P = typer.Option(None, "--top-p", help="Nucleus: the likeliest tokens adding up to p.")
-MIN_P = typer.Option(None, "--min-p", help="Drop tokens under min_p x the top probability.")
-REPETITION_PENALTY = typer.Option(None, "--repetition-penalty", help="> 1 discourages repeats.")
-NUM_BEAMS = typer.Option(None, "--num-beams", help="> 1 runs beam search.")
-LENGTH_PENALTY = typer.Option(None, "--length-penalty", help="Beam search: > 0 favours long.")
-SEED = typer.Option(None, "--seed", help="Make sampling reproducible.")
+# The sampling flags `generate` and `chat` share: name -> (type, option). They reach a command as
+# one dict, `sampling`, holding only the flags the user set (unset ones come from the model);
+# SamplingConfig checks their ranges before the model loads.
+SAMPLING_FLAGS: dict[str, tuple[type, Any]] = {
+    "temperature": (float, typer.Option(None, "--temperature", "-t", help="0 = greedy (the default).")),
+    "top_k": (int, typer.Option(None, "--top-k", help="Sample from the k most likely tokens (0 = off).")),
+    "top_p": (float, typer.Option(None, "--top-p", help="Nucleus: the likeliest tokens adding up to p.")),
+    "min_p": (float, typer.Option(None, "--min-p", help="Drop tokens under min_p x the top probability.")),
+    "repetition_penalty": (float, typer.Option(None, "--repetition-penalty", help="> 1 discourages repeats.")),
+    "num_beams": (int, typer.Option(None, "--num-beams", help="> 1 runs beam search.")),
+    "length_penalty": (float, typer.Option(None, "--length-penalty", help="Beam search: > 0 favours long.")),
+}
+SEED = typer.Option(None, "--seed", min=0, max=2**63 - 1, help="Make sampling reproducible.")
 DEVICE = typer.Option(None, "--device", help="cpu, cuda or cuda:N (default: auto).")
-TEMPLATE = typer.Option(None, "--template", help="Chat template to use instead of the model's: chatml, alpaca, llama3, gemma.")
-DTYPE = typer.Option(None, "--dtype", help="fp32 (CPU default, exact), bf16 (GPU default; faster decode on CPUs with AVX-512 BF16), fp16.")
+TEMPLATE = typer.Option(None, "--template", help="Chat template to use instead of the model's: chatml, alpaca, llama3, gemma, or Jinja source.")
+DTYPE = typer.Option(None, "--dtype", help="auto (default: bf16 where the hardware computes it natively, else fp32), fp32, bf16, fp16.")
 
 
+def sampling_flags(command: Callable) -> Callable:
+    """Give a command the sampling flags; it receives the ones the user set as `sampling`."""
+    signature = inspect.signature(command)
+    kept = [p for p in signature.parameters.values() if p.name != "sampling"]
+    flags = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=Optional[kind])
+             for name, (kind, option) in SAMPLING_FLAGS.items()]
+
+    @functools.wraps(command)
+    def with_sampling(**kwargs: Any) -> Any:
+        values = {name: kwargs.pop(name) for name in SAMPLING_FLAGS}
+        return command(**kwargs, sampling={k: v for k, v in values.items() if v is not None})
+
+    with_sampling.__signature__ = signature.replace(parameters=kept + flags)
+    return with_sampling
+
+
+@sampling_flags
 def generate(
     model: str = typer.Argument(..., help=MODEL_HELP),
     prompt: Optional[str] = typer.Argument(None, help="The prompt; omit it or give '-' to read stdin."),
-    max_new_tokens: int = typer.Option(256, "--max-new-tokens", "-n", help="Most new tokens to generate."),
-    temperature: Optional[float] = TEMPERATURE,
-    top_k: Optional[int] = TOP_K,
-    top_p: Optional[float] = TOP_P,
-    min_p: Optional[float] = MIN_P,
-    repetition_penalty: Optional[float] = REPETITION_PENALTY,
-    num_beams: Optional[int] = NUM_BEAMS,
-    length_penalty: Optional[float] = LENGTH_PENALTY,
+    max_new_tokens: int = typer.Option(256, "--max-new-tokens", "-n", min=1, help="Most new tokens to generate."),
     seed: Optional[int] = SEED,
     stop: Optional[list[str]] = typer.Option(None, "--stop", help="Stop at this text (repeatable)."),
     system: Optional[str] = typer.Option(None, "--system", help="System prompt (chat template only)."),
@@ -44,17 +60,21 @@ def generate(
     device: Optional[str] = DEVICE,
     dtype: Optional[str] = DTYPE,
     template: Optional[str] = TEMPLATE,
+    sampling: dict[str, Any] = None,
 ) -> None:
     """Generate text from a prompt, streamed as it is made; speed goes to stderr."""
+    from lmstack.api import load
+    from lmstack.generate.processors import SamplingConfig
     from lmstack.generate.text import generate_text
+    from lmstack.inputs import check_text, read_stdin
 
-    text = prompt if prompt not in (None, "-") else sys.stdin.read()
-    loaded = load_for_generation(model, device, dtype, template)
+    text = check_text(prompt, "prompt") if prompt not in (None, "-") else read_stdin("prompt")
+    SamplingConfig().updated(**sampling)  # a bad combination fails before the model loads
+    loaded = load(model, device=device, dtype=dtype)
     streaming = not (no_stream or json_output)
     result = generate_text(
-        loaded, text, system=system, raw=raw, stream=streaming, explain=explain, max_new_tokens=max_new_tokens,
-        stop=stop or None, seed=seed, **_sampling(temperature, top_k, top_p, min_p, repetition_penalty, num_beams,
-                                                   length_penalty),
+        loaded, text, system=system, raw=raw, template=template, stream=streaming, explain=explain,
+        max_new_tokens=max_new_tokens, stop=stop or None, seed=seed, **sampling,
     )
     if json_output:
         typer.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
@@ -69,40 +89,28 @@ def generate(
     typer.echo(speed_line(result), err=True)
 
 
+@sampling_flags
 def chat(
     model: str = typer.Argument(..., help=MODEL_HELP),
     system: Optional[str] = typer.Option(None, "--system", help="System prompt."),
-    max_new_tokens: int = typer.Option(512, "--max-new-tokens", "-n", help="Most new tokens per reply."),
-    temperature: Optional[float] = TEMPERATURE,
-    top_k: Optional[int] = TOP_K,
-    top_p: Optional[float] = TOP_P,
-    min_p: Optional[float] = MIN_P,
-    repetition_penalty: Optional[float] = REPETITION_PENALTY,
-    num_beams: Optional[int] = NUM_BEAMS,
-    length_penalty: Optional[float] = LENGTH_PENALTY,
+    max_new_tokens: int = typer.Option(512, "--max-new-tokens", "-n", min=1, help="Most new tokens per reply."),
     seed: Optional[int] = SEED,
     device: Optional[str] = DEVICE,
     dtype: Optional[str] = DTYPE,
     template: Optional[str] = TEMPLATE,
+    sampling: dict[str, Any] = None,
 ) -> None:
     """Chat with a model in the terminal; /help lists commands, Ctrl-D leaves."""
+    from lmstack.api import load
+    from lmstack.errors import LmstackError
     from lmstack.generate.repl import ChatSession, run_chat
 
-    loaded = load_for_generation(model, device, dtype, template)
-    session = ChatSession(
-        loaded, system=system, max_new_tokens=max_new_tokens, seed=seed,
-        **_sampling(temperature, top_k, top_p, min_p, repetition_penalty, num_beams, length_penalty),
-    )
+    if sys.stdin is None or sys.stdin.closed:
+        raise LmstackError("chat reads your messages from standard input, which is closed; run it in a terminal")
+    loaded = load(model, device=device, dtype=dtype)
+    session = ChatSession(loaded, system=system, template=template, max_new_tokens=max_new_tokens, seed=seed,
+                          **sampling)
     run_chat(session)
-
-
-def load_for_generation(model: str, device: str | None, dtype: str | None, template: str | None) -> Any:
-    import lmstack
-
-    loaded = lmstack.load(model, device=device, dtype=dtype)
-    if template:
-        loaded.tokenizer.chat_template = template  # a built-in name or Jinja source
-    return loaded
 
 
 def speed_line(result: Any) -> str:
@@ -111,12 +119,3 @@ def speed_line(result: Any) -> str:
         f"({result.prefill_tokens_per_second:.1f} tok/s) | decode: {result.new_tokens} tokens in "
         f"{result.decode_seconds:.2f} s ({result.decode_tokens_per_second:.1f} tok/s) | finish: {result.finish_reason}"
     )
-
-
-def _sampling(temperature, top_k, top_p, min_p, repetition_penalty, num_beams, length_penalty) -> dict[str, Any]:
-    """The sampling flags the user set (unset ones come from the model's generation config)."""
-    flags = dict(
-        temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-        repetition_penalty=repetition_penalty, num_beams=num_beams, length_penalty=length_penalty,
-    )
-    return {key: value for key, value in flags.items() if value is not None}

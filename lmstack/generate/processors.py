@@ -9,6 +9,7 @@ transformers: repetition penalty, then temperature, top-k, top-p, min-p.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -110,6 +111,10 @@ class SamplingConfig:
     early_stopping: bool | str = False  # beam search: True, False (heuristic) or "never"
 
     def __post_init__(self) -> None:
+        for name in ("temperature", "top_p", "min_p", "repetition_penalty", "length_penalty"):
+            value = getattr(self, name)
+            _check(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
+                   f"{name} must be a finite number, got {value!r}")
         _check(self.temperature >= 0, f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
         _check(_is_int(self.top_k) and self.top_k >= 0, f"top_k must be an integer >= 0 (0 = off), got {self.top_k}")
         _check(0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}")
@@ -158,8 +163,8 @@ class SamplingConfig:
         return dataclasses.replace(self, **changes)
 
     @classmethod
-    def from_generation_config(cls, generation_config: dict[str, Any]) -> dict[str, Any]:
-        """The settings a model's `generation_config.json` asks for, as keyword overrides.
+    def from_generation_config(cls, generation_config: dict[str, Any] | None) -> "SamplingConfig":
+        """The decoding a model's `generation_config.json` asks for (greedy when it says nothing).
 
         As in transformers, temperature and the filters only count when do_sample is true, and
         sampling then defaults to temperature 1.0 and top_k 50.
@@ -169,7 +174,7 @@ class SamplingConfig:
         if gc.get("do_sample"):
             settings |= {"temperature": gc.get("temperature", 1.0), "top_k": gc.get("top_k", 50)}
             settings |= {k: gc[k] for k in ("top_p", "min_p") if gc.get(k) is not None}
-        return {k: v for k, v in settings.items() if v is not None}
+        return cls(**{k: v for k, v in settings.items() if v is not None})
 
 
 SAMPLING_KEYS = tuple(f.name for f in dataclasses.fields(SamplingConfig))

@@ -32,13 +32,14 @@ class ChatSession:
         loaded: Any,
         *,
         system: str | None = None,
+        template: str | None = None,
         max_new_tokens: int = 512,
         seed: int | None = None,
         write: Callable[[str], None] | None = None,
         note: Callable[[str], None] | None = None,
         **sampling: Any,
     ):
-        self.loaded, self.system = loaded, system
+        self.loaded, self.system, self.template = loaded, system, template
         self.options: dict[str, Any] = {"max_new_tokens": max_new_tokens, "seed": seed}
         self.sampling = {k: v for k, v in sampling.items() if v is not None}
         resolve_sampling(loaded.generation_config, self.sampling)  # fail now on a bad value
@@ -60,7 +61,8 @@ class ChatSession:
         self.messages.append({"role": "user", "content": text})
         try:
             result = chat_text(
-                self.loaded, self.messages, system=self.system, stream=self.write, **self.options, **self.sampling
+                self.loaded, self.messages, system=self.system, template=self.template, stream=self.write,
+                **self.options, **self.sampling
             )
         except (LmstackError, KeyboardInterrupt) as e:
             self.messages.pop()  # the turn did not happen
@@ -149,6 +151,12 @@ def run_chat(session: ChatSession, read: Callable[[str], str] = input) -> None:
             line = read(">>> ")
         except (EOFError, KeyboardInterrupt):
             session.note("\n")
+            return
+        except UnicodeDecodeError as error:  # a line that is not UTF-8: say so, keep chatting
+            session.note(f"(that line is not valid UTF-8 at byte {error.start}; type it again)\n")
+            continue
+        except (OSError, ValueError):  # standard input closed under us
+            session.note("(standard input is closed; leaving)\n")
             return
         if not session.handle(line):
             return

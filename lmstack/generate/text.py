@@ -16,6 +16,7 @@ import torch
 from lmstack.errors import LmstackError
 from lmstack.generate.generate import Timings, generate_ids
 from lmstack.generate.processors import SamplingConfig
+from lmstack.tokenizer.chat_template import Messages
 
 TextCallback = Callable[[str], None]
 
@@ -66,6 +67,7 @@ def generate_text(
     *,
     system: str | None = None,
     raw: bool = False,
+    template: str | None = None,
     stream: bool | TextCallback = False,
     explain: bool = False,
     explain_top_k: int = 5,
@@ -76,13 +78,14 @@ def generate_text(
 ) -> GenerationResult | list[GenerationResult]:
     """Continue one prompt (-> a result) or a list of prompts (-> a list, run as one batch).
 
-    The prompt goes through the model's chat template as a user message (after `system`, if
-    given) unless `raw` is set or the model has no template. `sampling` takes SamplingConfig's
+    The prompt goes through the chat template (`template`: a built-in name or Jinja source, else
+    the model's own) as a user message (after `system`, if given) unless `raw` is set or there is
+    no template. `sampling` takes SamplingConfig's
     keys (temperature, top_k, top_p, min_p, repetition_penalty, num_beams, ...); unset keys come
     from the model's generation config, then SamplingConfig's greedy defaults.
     """
     prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-    prompt_ids = [encode_prompt(loaded.tokenizer, p, system=system, raw=raw) for p in prompts]
+    prompt_ids = [encode_prompt(loaded.tokenizer, p, system=system, raw=raw, template=template) for p in prompts]
     results = _generate(
         loaded, prompt_ids, stream=stream, explain=explain, explain_top_k=explain_top_k,
         max_new_tokens=max_new_tokens, stop=stop, seed=seed, **sampling,
@@ -91,7 +94,7 @@ def generate_text(
 
 
 def chat_text(
-    loaded: Any, messages: list[dict[str, str]], *, system: str | None = None, **kwargs: Any
+    loaded: Any, messages: Messages, *, system: str | None = None, template: str | None = None, **kwargs: Any
 ) -> GenerationResult:
     """The assistant's next reply to a conversation in OpenAI `messages` form.
 
@@ -99,27 +102,28 @@ def chat_text(
     """
     if system is not None and not any(m["role"] == "system" for m in messages):
         messages = [{"role": "system", "content": system}, *messages]
-    prompt_ids = loaded.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    prompt_ids = loaded.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                                      chat_template=template)
     return _generate(loaded, [prompt_ids], **kwargs)[0]
 
 
-def encode_prompt(tokenizer: Any, prompt: str, *, system: str | None = None, raw: bool = False) -> list[int]:
+def encode_prompt(tokenizer: Any, prompt: str, *, system: str | None = None, raw: bool = False,
+                  template: str | None = None) -> list[int]:
     """Token ids for a user prompt: chat-formatted, or plain text with the model's BOS."""
-    if raw or tokenizer.chat_template is None:
+    if raw or (template is None and tokenizer.chat_template is None):
         if system is not None:
             raise LmstackError("a system prompt needs the chat template; drop --raw or put the system text in the prompt")
         return tokenizer.encode(prompt)
     messages = ([{"role": "system", "content": system}] if system is not None else []) + [
         {"role": "user", "content": prompt}
     ]
-    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, chat_template=template)
 
 
 def resolve_sampling(generation_config: dict[str, Any] | None, overrides: dict[str, Any]) -> SamplingConfig:
     """Defaults, then the model's generation config, then the caller's settings (None = unset)."""
-    settings = SamplingConfig.from_generation_config(generation_config or {})
-    settings |= {key: value for key, value in overrides.items() if value is not None}
-    return SamplingConfig().updated(**settings)
+    defaults = SamplingConfig.from_generation_config(generation_config)
+    return defaults.updated(**{key: value for key, value in overrides.items() if value is not None})
 
 
 def stop_token_ids(loaded: Any) -> list[int]:

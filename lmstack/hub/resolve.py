@@ -14,7 +14,7 @@ from pathlib import Path
 
 from lmstack.errors import LmstackError
 from lmstack.hub.catalog import CATALOG, did_you_mean
-from lmstack.model.gguf_file import read_gguf
+from lmstack.formats.gguf_file import read_gguf
 
 _REGISTRY_ID = re.compile(r"^[a-z]-[0-9a-f]{8}$")
 _HF_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
@@ -31,6 +31,9 @@ class Resolved:
 def resolve(ref: str | Path) -> Resolved:
     """Find and check the model `ref` refers to; raise LmstackError saying what is accepted."""
     text = str(ref)
+    if not text.strip():
+        raise LmstackError("no model given; pass a catalog name (see `lmstack models`), a .gguf file, a model "
+                           "folder or a registry id")
     if text in CATALOG:
         return _resolve_catalog_name(text)
     path = Path(text).expanduser()

@@ -7,7 +7,6 @@ how each one is named in a Hugging Face `config.json`.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,6 +49,10 @@ class ModelConfig:
     pad_token_id: int | None = None
 
     def __post_init__(self) -> None:
+        for name in SIZE_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise LmstackError(f"model config: {HF_NAMES.get(name, name)} must be a positive integer, got {value!r}")
         if self.family not in FAMILIES:
             raise LmstackError(
                 f"unsupported architecture '{self.family}'; supported: {', '.join(FAMILIES)}"
@@ -73,14 +76,6 @@ class ModelConfig:
     def embedding_multiplier(self) -> float:
         return math.sqrt(self.hidden_size) if self.scale_embeddings else 1.0
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
-
     # --- Hugging Face config.json --------------------------------------------------------------
 
     @classmethod
@@ -96,6 +91,10 @@ class ModelConfig:
         if "text_config" in hf:  # multimodal Gemma 3 wrapper: the language model is inside
             hf = {**hf["text_config"], "model_type": model_type}
         traits = FAMILIES[family]["traits"]
+        for key in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"):
+            if key not in hf:
+                raise LmstackError(f"config.json has no '{key}'; it is required for a {model_type} model")
+            _check_positive_int(key, hf[key])
         heads = hf["num_attention_heads"]
         global_rope, local_rope = _rope_from_hf(hf)
         layer_types = hf.get("layer_types") or []
@@ -123,7 +122,8 @@ class ModelConfig:
             attention_out_bias=family == "llama" and bool(hf.get("attention_bias")),
             query_pre_attn_scalar=hf.get("query_pre_attn_scalar"),
             final_logit_softcapping=hf.get("final_logit_softcapping"),
-            tie_word_embeddings=hf.get("tie_word_embeddings", True),
+            # transformers' default differs by family (False for Llama, Mistral and Qwen2)
+            tie_word_embeddings=hf.get("tie_word_embeddings", FAMILIES[family]["tie_word_embeddings"]),
             bos_token_id=hf.get("bos_token_id"),
             eos_token_id=hf.get("eos_token_id"),
             pad_token_id=hf.get("pad_token_id"),
@@ -171,6 +171,11 @@ class ModelConfig:
         return hf
 
 
+def _check_positive_int(key: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise LmstackError(f"config.json: {key} must be a positive integer, got {value!r}; fix the file")
+
+
 def _rope_from_hf(hf: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """(global rope params, local rope params or None) from either transformers layout."""
     params = hf.get("rope_parameters")
@@ -193,18 +198,27 @@ def _scaling_only(rope: dict[str, Any]) -> dict[str, Any] | None:
     return scaling
 
 
-# What makes each family different. `traits` are ModelConfig values every member shares.
+# Sizes that must be positive integers, and their names in a transformers config.json.
+SIZE_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads", "head_dim")
+HF_NAMES = {"num_layers": "num_hidden_layers", "num_heads": "num_attention_heads",
+            "num_kv_heads": "num_key_value_heads"}
+
+# What makes each family different. `traits` are ModelConfig values every member shares;
+# `tie_word_embeddings` is transformers' default for a config.json that does not say.
 FAMILIES: dict[str, dict[str, Any]] = {
-    "llama": {"hf_class": "LlamaForCausalLM", "model_types": ["llama"], "traits": {}},
-    "mistral": {"hf_class": "MistralForCausalLM", "model_types": ["mistral"], "traits": {}},
+    "llama": {"hf_class": "LlamaForCausalLM", "model_types": ["llama"], "tie_word_embeddings": False, "traits": {}},
+    "mistral": {"hf_class": "MistralForCausalLM", "model_types": ["mistral"], "tie_word_embeddings": False,
+                "traits": {}},
     "qwen2": {
         "hf_class": "Qwen2ForCausalLM",
         "model_types": ["qwen2"],
+        "tie_word_embeddings": False,
         "traits": {"attention_bias": True},
     },
     "gemma3": {
         "hf_class": "Gemma3ForCausalLM",
         "model_types": ["gemma3_text", "gemma3"],
+        "tie_word_embeddings": True,
         "traits": {
             "activation": "gelu_tanh",
             "norm_offset": 1.0,

@@ -15,7 +15,7 @@ import torch
 
 from lmstack.errors import LmstackError
 from lmstack.model.config import ModelConfig
-from lmstack.model.gguf_file import GGUFFile
+from lmstack.formats.gguf_file import GGUFFile
 
 # llama.cpp architecture name -> our family. Mistral GGUFs say "llama".
 GGUF_FAMILIES = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "gemma3": "gemma3"}
@@ -43,6 +43,11 @@ _BLOCK_TENSORS = {
 def config_from_gguf(gguf: GGUFFile) -> ModelConfig:
     meta = gguf.metadata
     arch = meta.get("general.architecture")
+    if not isinstance(arch, str):
+        raise LmstackError(
+            f"{gguf.path} has no readable general.architecture key, so its metadata is damaged or it is not a "
+            "model file; re-download or re-export it"
+        )
     if arch not in GGUF_FAMILIES:
         raise LmstackError(
             f"unsupported architecture '{arch}' in GGUF; supported: {', '.join(GGUF_FAMILIES)}"
@@ -52,9 +57,16 @@ def config_from_gguf(gguf: GGUFFile) -> ModelConfig:
     def get(key: str, default=None):
         return meta.get(f"{arch}.{key}", default)
 
-    hidden = get("embedding_length")
-    heads = get("attention.head_count")
-    layers = get("block_count")
+    def required(key: str) -> int:
+        value = get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise LmstackError(f"{gguf.path}: metadata key {arch}.{key} is missing or not a positive integer "
+                               f"({value!r}); the file is damaged, re-download or re-export it")
+        return value
+
+    hidden = required("embedding_length")
+    heads = required("attention.head_count")
+    layers = required("block_count")
     head_dim = get("attention.key_length") or hidden // heads
     layer_types: list[str] = []
     sliding_window = get("attention.sliding_window")
@@ -65,13 +77,13 @@ def config_from_gguf(gguf: GGUFFile) -> ModelConfig:
         ]
     elif sliding_window:
         layer_types = ["sliding_attention"] * layers
-    vocab = get("vocab_size") or len(meta["tokenizer.ggml.tokens"])
+    vocab = get("vocab_size") or len(meta.get("tokenizer.ggml.tokens") or [])
     kv_heads = get("attention.head_count_kv", heads)
     return ModelConfig(
         family=family,
         vocab_size=vocab,
         hidden_size=hidden,
-        intermediate_size=get("feed_forward_length"),
+        intermediate_size=required("feed_forward_length"),
         num_layers=layers,
         num_heads=heads,
         num_kv_heads=kv_heads if isinstance(kv_heads, int) else int(kv_heads[0]),
@@ -84,6 +96,8 @@ def config_from_gguf(gguf: GGUFFile) -> ModelConfig:
         sliding_window=sliding_window if layer_types else None,
         layer_types=layer_types,
         query_pre_attn_scalar=head_dim if family == "gemma3" else None,
+        # llama.cpp stores no output head when it is the embedding matrix
+        tie_word_embeddings=not any(info.name == "output.weight" for info in gguf.tensors),
         bos_token_id=meta.get("tokenizer.ggml.bos_token_id"),
         eos_token_id=meta.get("tokenizer.ggml.eos_token_id"),
         pad_token_id=meta.get("tokenizer.ggml.padding_token_id"),
@@ -130,7 +144,7 @@ def hf_name(gguf_name: str, family: str) -> str | None:
 
 
 def state_dict_from_gguf(gguf: GGUFFile, config: ModelConfig) -> dict[str, torch.Tensor]:
-    """Dequantized fp32 tensors under transformers' names."""
+    """Dequantized fp32 tensors under transformers' names (the config is only read)."""
     state: dict[str, torch.Tensor] = {}
     for info in gguf.tensors:
         name = hf_name(info.name, config.family)
@@ -143,7 +157,6 @@ def state_dict_from_gguf(gguf: GGUFFile, config: ModelConfig) -> dict[str, torch
         if config.norm_offset and name.endswith("norm.weight"):
             array = array - np.float32(config.norm_offset)
         state[name] = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
-    config.tie_word_embeddings = "lm_head.weight" not in state
     return state
 
 

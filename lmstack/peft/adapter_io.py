@@ -59,8 +59,13 @@ def _peft_config(config: LoraConfig, module_paths: list[str], base_model: str) -
     }
 
 
-def save_adapter(model: nn.Module, directory: str | os.PathLike, *, base_model: str, config: LoraConfig) -> Path:
-    """Write `model`'s adapters to `directory` (atomically) in peft's layout; returns the directory."""
+def save_adapter(model: nn.Module, directory: str | os.PathLike, *, base_model: str, config: LoraConfig,
+                 state_dict: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write `model`'s adapters to `directory` (atomically) in peft's layout; returns the directory.
+
+    `state_dict` (the model's full state dict, e.g. gathered from FSDP shards) supplies the tensors
+    instead of the layers themselves.
+    """
     layers = list(lora_layers(model))
     if not layers:
         raise LmstackError("the model has no LoRA adapters to save; call apply_lora(model, config) first")
@@ -71,7 +76,8 @@ def save_adapter(model: nn.Module, directory: str | os.PathLike, *, base_model: 
                 "which differs from the config passed to save_adapter; pass the config used in apply_lora"
             )
     tensors = {
-        f"{KEY_PREFIX}{name}.{suffix}": tensor.detach().cpu().contiguous()
+        f"{KEY_PREFIX}{name}.{suffix}": (tensor if state_dict is None else state_dict[f"{name}.{suffix}"])
+        .detach().cpu().contiguous()
         for name, layer in layers
         for suffix, tensor in _adapter_tensors(layer).items()
     }

@@ -13,6 +13,8 @@ Module and parameter names (`base_layer`, `lora_A`, `lora_B`, `lora_magnitude_ve
 
 from __future__ import annotations
 
+import copy
+
 import math
 from dataclasses import dataclass
 from typing import Iterator, Literal
@@ -195,6 +197,13 @@ def merge_lora(model: nn.Module) -> nn.Module:
     for name, layer in layers:
         model.set_submodule(name, layer.merged_linear())
     return model
+
+
+def merged_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The weights under transformers' names, with any adapters folded in on a copy (the model keeps them)."""
+    if next(lora_layers(model), None) is None:
+        return model.state_dict()
+    return merge_lora(copy.deepcopy(model)).state_dict()
 
 
 @dataclass

@@ -1,4 +1,8 @@
-"""The model registry: every artifact lmstack makes, with its parents, recipe and scores."""
+"""The model registry: every artifact lmstack makes, with its parents, recipe, datasets and scores.
+
+Stages record through `record` (what an operation made) and `add_score` (what was measured on an
+artifact), called where the artifact is finished; nothing else writes lineage.
+"""
 
 from lmstack.registry.db import (
     Artifact,
@@ -8,6 +12,7 @@ from lmstack.registry.db import (
     database_path,
     find_by_path,
     get,
+    id_for,
     lineage,
     list_artifacts,
     record,
@@ -22,6 +27,7 @@ __all__ = [
     "database_path",
     "find_by_path",
     "get",
+    "id_for",
     "lineage",
     "list_artifacts",
     "record",

@@ -1,9 +1,13 @@
 """The registry: one SQLite file that remembers every artifact lmstack made, where it came from and
 how well it scored.
 
-An artifact is a model, adapter, dataset or tokenizer on disk. Each row keeps the operation and
-recipe that produced it and links to its parents, so any model's family tree can be walked back to
-the pulled base model. Several lmstack processes may write at once (a training run recording
+An artifact is a model, adapter, dataset, tokenizer or index on disk. Each row has one shape for
+every stage: the operation and recipe that produced it, the datasets it read, and links to its
+parents, so any model's family tree can be walked back to the pulled base model; scores measured
+on it hang off the row with the dataset and settings they were measured with.
+
+The database is `<lmstack home>/registry.db`, or the file `$LMSTACK_REGISTRY` names (tests point
+it at a temporary file, so they never touch a user's registry). Several lmstack processes may write at once (a training run recording
 checkpoints while an eval records scores): WAL mode plus a busy timeout make them wait their turn
 instead of failing.
 """
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import secrets
 import sqlite3
 from dataclasses import asdict, dataclass, field
@@ -23,7 +28,7 @@ from lmstack.errors import LmstackError
 from lmstack.home import lmstack_home
 
 # The id prefix tells a reader the kind at a glance: m-3f9a1c2b is a model.
-KIND_PREFIXES = {"model": "m", "adapter": "a", "dataset": "d", "tokenizer": "t"}
+KIND_PREFIXES = {"model": "m", "adapter": "a", "dataset": "d", "tokenizer": "t", "index": "i"}
 
 BUSY_TIMEOUT_S = 60.0
 
@@ -36,6 +41,7 @@ CREATE TABLE IF NOT EXISTS artifacts (
     source TEXT,
     operation TEXT NOT NULL,
     recipe TEXT,
+    datasets TEXT,
     metadata TEXT,
     created_at TEXT NOT NULL,
     UNIQUE (path, operation)
@@ -71,6 +77,7 @@ class Artifact:
     metadata: dict | None
     created_at: str
     parents: list[str] = field(default_factory=list)
+    datasets: list[str] = field(default_factory=list)  # dataset references the operation read
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "path": str(self.path)}
@@ -89,6 +96,10 @@ class Score:
 
 
 def database_path() -> Path:
+    override = os.environ.get("LMSTACK_REGISTRY")
+    if override:
+        Path(override).parent.mkdir(parents=True, exist_ok=True)
+        return Path(override)
     return lmstack_home() / "registry.db"
 
 
@@ -102,9 +113,18 @@ def _connect() -> Iterator[sqlite3.Connection]:
         connection.execute("PRAGMA journal_mode = WAL")
         connection.execute("PRAGMA foreign_keys = ON")
         connection.executescript(SCHEMA)
+        _migrate(connection)
         yield connection
     finally:
         connection.close()
+
+
+def _migrate(connection: sqlite3.Connection) -> None:
+    """Bring a registry written by an older lmstack up to the current schema."""
+    columns = {row["name"] for row in connection.execute("PRAGMA table_info(artifacts)")}
+    if "datasets" not in columns:
+        with contextlib.suppress(sqlite3.OperationalError):  # another process just added it
+            connection.execute("ALTER TABLE artifacts ADD COLUMN datasets TEXT")
 
 
 @contextlib.contextmanager
@@ -124,7 +144,7 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _to_json(value: dict | None) -> str | None:
+def _to_json(value: dict | list | None) -> str | None:
     return None if value is None else json.dumps(value, sort_keys=True, default=str)
 
 
@@ -160,18 +180,21 @@ def record(
     source: str | None = None,
     parents: Iterable[str | None] = (),
     recipe: dict | None = None,
+    datasets: Iterable[str] = (),
     metadata: dict | None = None,
 ) -> str:
-    """Record an artifact on disk and return its id.
+    """Record an artifact on disk and return its id: the one way every stage records lineage.
 
+    `parents` are registry ids; `None` entries are skipped so a caller can pass a loaded model's
+    `registry_id` without checking whether it was registered. `recipe` is the settings that made
+    the artifact (what ran, not what was asked), `datasets` the dataset references it read.
     Recording the same path with the same operation again (a re-run) updates that row and keeps
-    its id. `parents` are registry ids; `None` entries are skipped so a caller can pass
-    `resolved.registry_id` without checking whether its source model was registered.
+    its id.
     """
     _check_kind(kind)
     absolute = str(Path(path).expanduser().resolve())
     parent_ids = list(dict.fromkeys(p for p in parents if p is not None))
-    fields = (kind, name, source, _to_json(recipe), _to_json(metadata), _now())
+    fields = (kind, name, source, _to_json(recipe), _to_json(list(datasets)), _to_json(metadata), _now())
     with _connect() as connection, _write_transaction(connection):
         _check_parents_exist(connection, parent_ids)
         row = connection.execute(
@@ -180,14 +203,14 @@ def record(
         if row is None:
             artifact_id = _new_id(kind)
             connection.execute(
-                "INSERT INTO artifacts (kind, name, source, recipe, metadata, created_at, id, path,"
-                " operation) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO artifacts (kind, name, source, recipe, datasets, metadata, created_at, id, path,"
+                " operation) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (*fields, artifact_id, absolute, operation),
             )
         else:
             artifact_id = row["id"]
             connection.execute(
-                "UPDATE artifacts SET kind = ?, name = ?, source = ?, recipe = ?, metadata = ?,"
+                "UPDATE artifacts SET kind = ?, name = ?, source = ?, recipe = ?, datasets = ?, metadata = ?,"
                 " created_at = ? WHERE id = ?",
                 (*fields, artifact_id),
             )
@@ -221,6 +244,7 @@ def _artifact_from_row(connection: sqlite3.Connection, row: sqlite3.Row) -> Arti
         metadata=_from_json(row["metadata"]),
         created_at=row["created_at"],
         parents=[parent["parent"] for parent in parent_rows],
+        datasets=json.loads(row["datasets"]) if row["datasets"] else [],
     )
 
 
@@ -244,6 +268,15 @@ def find_by_path(path: str | Path) -> Artifact | None:
     with _connect() as connection:
         found = _artifacts(connection, "WHERE path = ?", (absolute,))
     return found[-1] if found else None
+
+
+def id_for(path: str | Path, *, kind: str = "model", name: str | None = None) -> str:
+    """The registry id of the artifact at `path`, recording it as an import when it is not there yet
+    (a model made outside lmstack still gets a row its scores can hang off)."""
+    found = find_by_path(path)
+    if found is not None:
+        return found.id
+    return record(kind, path, name=name or Path(path).name, operation="import")
 
 
 def list_artifacts(kind: str | None = None) -> list[Artifact]:

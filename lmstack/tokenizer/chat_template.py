@@ -93,6 +93,9 @@ def _compile(source: str) -> jinja2.Template:
     return environment.from_string(source)
 
 
+Messages = list[dict[str, Any]]  # a conversation in OpenAI form: [{"role": ..., "content": ...}, ...]
+
+
 def resolve_template(name_or_source: str) -> str:
     """A built-in template's source by name, or the argument itself when it is Jinja source."""
     if name_or_source in TEMPLATES:
@@ -106,7 +109,7 @@ def resolve_template(name_or_source: str) -> str:
 
 def render_chat(
     template: str,
-    messages: list[dict[str, Any]],
+    messages: Messages,
     add_generation_prompt: bool = False,
     **variables: Any,
 ) -> str:

@@ -19,7 +19,7 @@ from tokenizers import processors
 
 from lmstack.errors import LmstackError
 from lmstack.home import atomic_write_text
-from lmstack.model.gguf_file import GGUFFile, read_gguf
+from lmstack.formats.gguf_file import GGUFFile, read_gguf
 from lmstack.tokenizer.chat_template import TEMPLATES, render_chat, resolve_template
 from lmstack.tokenizer.gguf_vocab import tokenizer_parts_from_gguf
 

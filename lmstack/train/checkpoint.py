@@ -20,7 +20,7 @@ from torch import nn
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
 from lmstack.errors import LmstackError
-from lmstack.home import atomic_path
+from lmstack.home import atomic_path, remove_stale_temporaries
 from lmstack.train.distributed import World, gather_objects
 
 CHECKPOINT_DIR = "checkpoint"
@@ -57,6 +57,7 @@ def save_checkpoint(out_dir: Path, model: nn.Module, optimizer, scheduler, world
     rng_states = gather_objects(rng_state(), world)
     path = checkpoint_path(out_dir)
     if world.is_main:
+        remove_stale_temporaries(out_dir)  # a checkpoint write killed midway
         state = {"weights": weights, "optimizer": optimizer_state, "scheduler": scheduler.state_dict(),
                  "rng": rng_states, **progress}
         with atomic_path(path) as tmp:
@@ -65,13 +66,31 @@ def save_checkpoint(out_dir: Path, model: nn.Module, optimizer, scheduler, world
     return path
 
 
-def load_checkpoint(out_dir: Path, model: nn.Module, optimizer, scheduler, world: World) -> dict[str, Any]:
-    """Restore weights, optimizer, scheduler and this process's generators; return the rest."""
+# Settings a run may change on resume: where it writes and how often it logs, evaluates and saves.
+RESUMABLE_CHANGES = {"run.out_dir", "run.log_every", "run.checkpoint_every", "run.eval_every", "model.device"}
+
+
+def load_checkpoint(out_dir: Path, model: nn.Module, optimizer, scheduler, world: World,
+                    settings: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Restore weights, optimizer, scheduler and this process's generators; return the rest.
+
+    A checkpoint written with other `settings` (anything that changes the result) is refused.
+    """
     path = checkpoint_path(out_dir) / STATE_FILE
     if not path.is_file():
         raise LmstackError(f"no checkpoint to resume from in {out_dir}; run without --resume to start fresh")
-    # Our own file, holding NumPy/Python RNG states that the weights-only unpickler refuses.
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        # Our own file, holding NumPy/Python RNG states that the weights-only unpickler refuses.
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # a truncated or overwritten file fails in pickle, zip or torch
+        raise LmstackError(f"the checkpoint {path} is damaged ({type(error).__name__}); delete {path.parent} "
+                           "and rerun without --resume (with --overwrite) to start again") from None
+    differing = _differing_settings(state.get("settings"), settings)
+    if differing:
+        raise LmstackError(
+            f"--resume with settings that differ from the checkpoint's would train a different run: "
+            f"{'; '.join(differing)}. Resume with the checkpoint's settings (its recipe.yaml), or start a new run"
+        )
     if len(state["rng"]) != world.size:
         raise LmstackError(
             f"the checkpoint in {out_dir} was written by {len(state['rng'])} processes; resume with the same number"
@@ -81,6 +100,25 @@ def load_checkpoint(out_dir: Path, model: nn.Module, optimizer, scheduler, world
     scheduler.load_state_dict(state.pop("scheduler"))
     set_rng_state(state.pop("rng")[world.rank])
     return state
+
+
+def _differing_settings(saved: dict[str, Any] | None, current: dict[str, Any] | None) -> list[str]:
+    """`key: checkpoint value -> new value` for every result-changing setting that differs."""
+    if saved is None or current is None:
+        return []
+    old, new = _flatten(saved), _flatten(current)
+    keys = sorted((set(old) | set(new)) - RESUMABLE_CHANGES)
+    return [f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in keys if old.get(key) != new.get(key)]
+
+
+def _flatten(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def remove_checkpoint(out_dir: Path) -> None:

@@ -22,16 +22,16 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from lmstack.device import resolve_device
+from lmstack.device import resolve_device, resolve_precision
 from lmstack.errors import LmstackError
 from lmstack.train.checkpoint import checkpoint_path, load_checkpoint, remove_checkpoint, save_checkpoint
-from lmstack.train.distributed import all_sum, close_world, init_world, wrap_model
+from lmstack.train.distributed import World, all_sum, joined_world, wrap_model
 from lmstack.train.metrics import MetricsLog
 from lmstack.train.recipe import OptimizerSection, RunSection
 
@@ -47,6 +47,16 @@ class Objective(Protocol):
 
 
 @dataclass
+class Plan:
+    """What an objective hands the loop: its loss, its samples, and how samples become a batch."""
+
+    objective: Objective
+    train_samples: Sequence[Any]
+    val_samples: Sequence[Any]
+    collate: Callable[[list[Any]], Batch]
+
+
+@dataclass
 class TrainResult:
     steps: int
     stopped_early: bool
@@ -57,13 +67,20 @@ class TrainResult:
 # --- set-up ---------------------------------------------------------------------------------------
 
 
-def seed_everything(seed: int, deterministic: bool) -> None:
+@contextlib.contextmanager
+def seeded(seed: int, deterministic: bool) -> Iterator[None]:
+    """Seed every generator for a run; deterministic kernels only inside it (restored afterwards)."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs this to be deterministic
         torch.use_deterministic_algorithms(True, warn_only=True)  # warn where an op has no deterministic kernel
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
 
 
 def build_optimizer(model: nn.Module, settings: OptimizerSection) -> torch.optim.AdamW:
@@ -110,9 +127,9 @@ def _to_device(batch: Batch, device: torch.device) -> Batch:
 
 
 def autocast(device: torch.device, precision: str = "auto"):
-    """bf16 matmuls with fp32 master weights, or plain fp32. `auto`: bf16 on GPU, fp32 on CPU (exact;
-    `bf16` on a CPU with AVX-512 BF16 or AMX is about twice as fast)."""
-    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+    """bf16 matmuls with fp32 master weights, or plain fp32. `auto`: bf16 where the hardware computes
+    it natively (CUDA, CPUs with AVX512_BF16 or AMX), fp32 elsewhere (emulated bf16 is ~20x slower)."""
+    if resolve_precision(precision, device) == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
@@ -122,46 +139,53 @@ def autocast(device: torch.device, precision: str = "auto"):
 
 def train(
     model: nn.Module,
-    objective: Objective,
-    train_samples: Sequence[Any],
-    collate: Callable[[list[Any]], Batch],
+    plan: Plan,
     *,
     optimizer: OptimizerSection,
     run: RunSection,
-    val_samples: Sequence[Any] | None = None,
+    world: World | None = None,
     device: str = "auto",
     gradient_checkpointing: bool = False,
     precision: str = "auto",
     resume: bool = False,
+    settings: dict[str, Any] | None = None,
 ) -> TrainResult:
-    """Train `model` in place (it stays on the training device) on `train_samples`, which `collate`
-    turns into batches; `val_samples` are evaluated every `run.eval_every` steps and at the end."""
-    seed_everything(run.seed, run.deterministic)
+    """Train `model` in place (it stays on the training device) on `plan.train_samples`;
+    `plan.val_samples` are evaluated every `run.eval_every` steps and at the end.
+
+    `settings` are what the result depends on (the recipe); a checkpoint remembers them and a
+    resume with different ones is refused. Under torchrun, pass the `world` the caller keeps open
+    until it has saved the result; without one, the run joins and leaves the group itself.
+    """
+    if world is None:
+        with joined_world(device) as own_world:
+            return train(model, plan, optimizer=optimizer, run=run, world=own_world, device=device,
+                         gradient_checkpointing=gradient_checkpointing, precision=precision, resume=resume,
+                         settings=settings)
     torch_device = resolve_device(device)
-    world = init_world(torch_device)
-    try:
-        return _Loop(model, objective, train_samples, collate, optimizer, run, val_samples, torch_device, world,
-                     gradient_checkpointing, precision).run(resume)
-    finally:
-        close_world(world)
+    with seeded(run.seed, run.deterministic):
+        loop = _Loop(model, plan, optimizer, run, torch_device, world, gradient_checkpointing, precision, settings)
+        return loop.run(resume)
 
 
 class _Loop:
     """The state of one run; `run()` is the loop itself."""
 
-    def __init__(self, model, objective, train_samples, collate, optimizer_settings, run, val_samples, device, world,
-                 gradient_checkpointing, precision):
-        model.to(device).gradient_checkpointing = gradient_checkpointing
+    def __init__(self, model, plan: Plan, optimizer_settings, run, device, world, gradient_checkpointing, precision,
+                 settings):
+        model.to(device)
+        model.gradient_checkpointing = gradient_checkpointing
         self.model = wrap_model(model, world, run.distributed, device)
-        self.objective, self.collate = objective, collate
-        self.train_samples, self.val_samples = train_samples, val_samples or []
+        self.objective, self.collate = plan.objective, plan.collate
+        self.train_samples, self.val_samples = plan.train_samples, plan.val_samples or []
+        self.settings = settings
         self.run_settings, self.device, self.world, self.precision = run, device, world, precision
         self.out_dir = Path(run.out_dir)
         self.global_batch = run.batch_size * run.grad_accum * world.size
-        per_epoch = len(train_samples) // self.global_batch
+        per_epoch = len(self.train_samples) // self.global_batch
         if per_epoch == 0:
             raise LmstackError(
-                f"{len(train_samples)} training samples are fewer than one global batch of {self.global_batch} "
+                f"{len(self.train_samples)} training samples are fewer than one global batch of {self.global_batch} "
                 "(batch_size x grad_accum x processes); lower run.batch_size or add data"
             )
         self.steps_per_epoch = per_epoch
@@ -275,10 +299,10 @@ class _Loop:
     def _save(self) -> None:
         save_checkpoint(self.out_dir, self.model, self.optimizer, self.scheduler, self.world, step=self.step,
                         history=self.log.history, best_val=self.best_val,
-                        evals_without_improvement=self.evals_without_improvement)
+                        evals_without_improvement=self.evals_without_improvement, settings=self.settings)
 
     def _restore(self) -> list[dict[str, Any]]:
-        state = load_checkpoint(self.out_dir, self.model, self.optimizer, self.scheduler, self.world)
+        state = load_checkpoint(self.out_dir, self.model, self.optimizer, self.scheduler, self.world, self.settings)
         self.step, self.best_val = state["step"], state["best_val"]
         self.evals_without_improvement = state["evals_without_improvement"]
         return state["history"]

@@ -5,14 +5,15 @@ sharded across GPUs (FSDP). Without torchrun everything here reduces to a single
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from lmstack.errors import LmstackError
 
 
 @dataclass(frozen=True)
@@ -42,9 +43,25 @@ def init_world(device: torch.device) -> World:
     return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def close_world(world: World) -> None:
-    if world.distributed and dist.is_initialized():
-        dist.destroy_process_group()
+@contextlib.contextmanager
+def joined_world(device: str | None) -> Iterator[World]:
+    """The process group for one run, kept open until the result is saved, then closed."""
+    from lmstack.device import resolve_device
+
+    world = init_world(resolve_device(device))
+    try:
+        yield world
+    finally:
+        if world.distributed and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def full_state_dict(model: nn.Module, world: World) -> dict[str, torch.Tensor]:
+    """Every weight, unsharded, on the CPU (collective under FSDP: all processes must call it)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=world.distributed)
+    return get_model_state_dict(model, options=options)
 
 
 def all_sum(value: torch.Tensor, world: World) -> torch.Tensor:
@@ -65,12 +82,11 @@ def gather_objects(obj, world: World) -> list:
 
 
 def wrap_model(model: nn.Module, world: World, kind: str, device: torch.device) -> nn.Module:
-    """DDP (any device) or FSDP (CUDA only) around `model`; the model itself when not distributed."""
+    """DDP or FSDP (weights sharded over processes; NCCL on GPUs, gloo on CPUs) around `model`;
+    the model itself when not distributed."""
     if not world.distributed:
         return model
     if kind == "fsdp":
-        if device.type != "cuda":
-            raise LmstackError("FSDP needs CUDA GPUs; use run.distributed=ddp on CPU")
         from torch.distributed.fsdp import fully_shard
 
         for layer in model.model.layers:  # one shard group per block, then the rest

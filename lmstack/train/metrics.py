@@ -39,9 +39,6 @@ class MetricsLog:
                 if key != "step" and isinstance(value, (int, float)):
                     self._tensorboard.add_scalar(key, value, record["step"])
 
-    def last(self, key: str) -> float | None:
-        return next((r[key] for r in reversed(self.history) if key in r), None)
-
     def close(self) -> None:
         if self._tensorboard is not None:
             self._tensorboard.close()

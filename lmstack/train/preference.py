@@ -20,7 +20,6 @@ base with its adapters switched off, since new adapters start as a no-op.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -30,12 +29,13 @@ from lmstack.data import (TokenizedSample, load_dataset, pad_batch, tokenize_con
                           tokenize_preference)
 from lmstack.device import resolve_device
 from lmstack.errors import LmstackError
-from lmstack.train.core import Batch, TrainResult, autocast, train
-from lmstack.train.method import load_base, prepare_model, save_result
+from lmstack.hub.load import ModelBundle
+from lmstack.train.core import Batch, Plan, autocast
 from lmstack.train.recipe import ObjectiveSection, Recipe
 from lmstack.train.samples import pad_token_id, scored_positions, split_validation
 
 PAIRED_LOSSES = ("sigmoid", "ipo", "cdpo", "orpo")
+LOSSES = (*PAIRED_LOSSES, "kto")
 
 
 # --- the losses, on log-probs (pure functions, checked against formulas and trl) --------------------
@@ -175,29 +175,16 @@ class PreferenceLoss:
                               "accuracy": (reward_chosen > reward_rejected).float().sum(), **extra}
 
 
-@dataclass
-class PreferenceResult:
-    output: Path | None  # the adapter or model directory (None on non-main processes)
-    train: TrainResult
-
-
-def train_preference(recipe: Recipe, *, resume: bool = False, loaded=None) -> PreferenceResult:
-    """Align `recipe.model.ref` (or an already `loaded` model) with the recipe's preference loss."""
-    loaded = loaded or load_base(recipe)
-    pad = pad_token_id(loaded.tokenizer)
-    train_groups = preference_samples(loaded.tokenizer, recipe.data.train, recipe)
+def plan(bundle: ModelBundle, recipe: Recipe) -> Plan:
+    """The preference plan: pairs (or KTO singles) with the starting model's reference log-probs."""
+    pad = pad_token_id(bundle.tokenizer)
+    train_groups = preference_samples(bundle.tokenizer, recipe.data.train, recipe)
     if recipe.data.val:
-        val_groups = preference_samples(loaded.tokenizer, recipe.data.val, recipe)
+        val_groups = preference_samples(bundle.tokenizer, recipe.data.val, recipe)
     else:
         train_groups, val_groups = split_validation(train_groups, recipe.data.val_fraction, recipe.run.seed)
-    prepare_model(loaded.model, recipe)
     if recipe.objective.loss != "orpo":  # ORPO needs no reference
-        add_reference_logps(loaded.model, train_groups + val_groups, pad, recipe.model.device, recipe.run.batch_size,
+        add_reference_logps(bundle.model, train_groups + val_groups, pad, recipe.model.device, recipe.run.batch_size,
                             recipe.model.precision)
-    result = train(loaded.model, PreferenceLoss(recipe.objective), train_groups,
-                   lambda groups: collate_completions(groups, pad), optimizer=recipe.optimizer, run=recipe.run,
-                   val_samples=val_groups, device=recipe.model.device,
-                   gradient_checkpointing=recipe.model.gradient_checkpointing, precision=recipe.model.precision,
-                   resume=resume)
-    operation = "dpo" if recipe.objective.loss == "sigmoid" else recipe.objective.loss
-    return PreferenceResult(save_result(loaded, loaded.model, recipe, result, operation), result)
+    return Plan(PreferenceLoss(recipe.objective), train_groups, val_groups,
+                lambda groups: collate_completions(groups, pad))

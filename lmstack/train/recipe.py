@@ -85,7 +85,7 @@ class RunSection(Section):
     out_dir: str = "runs/train"
     seed: int = 0
     deterministic: bool = True
-    distributed: Literal["ddp", "fsdp"] = "ddp"  # under torchrun; fsdp needs CUDA
+    distributed: Literal["ddp", "fsdp"] = "ddp"  # under torchrun: replicate (ddp) or shard (fsdp) the weights
 
     @model_validator(mode="after")
     def _positive(self) -> "RunSection":

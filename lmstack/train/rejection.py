@@ -12,16 +12,29 @@ A scorer is named by a string:
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from rich.progress import track
+
+from lmstack import registry
+from lmstack.data import dataset_reference, read_records, write_jsonl
 from lmstack.errors import LmstackError
+from lmstack.generate.generate import generate_ids
+from lmstack.generate.processors import SamplingConfig
+from lmstack.generate.text import chat_text, resolve_sampling, stop_token_ids
+from lmstack.home import check_output
+from lmstack.hub.load import ModelBundle, load_model
+from lmstack.tokenizer.chat_template import Messages
 
 Scorer = Callable[[str, str], float]  # (the prompt's last user message, the answer) -> score
-Messages = list[dict[str, str]]
+# Rejection sampling needs varied answers: when the model's generation config decodes greedily,
+# sampling uses this temperature instead.
+FALLBACK_TEMPERATURE = 0.8
 
 JUDGE_PROMPT = (
     "Rate how well the answer responds to the question, from 1 (useless or wrong) to 10 (correct, helpful "
@@ -46,16 +59,12 @@ def make_scorer(spec: str) -> Scorer:
             raise LmstackError(f"cannot import scorer {target} ({err}); give module:function on the Python path") from None
         return lambda prompt, answer: float(function(prompt, answer))
     if kind == "judge" and target:
-        import lmstack
-
-        return judge_scorer(lmstack.load(target))
+        return judge_scorer(load_model(target))
     raise LmstackError(f"unknown scorer '{spec}'; use regex:PATTERN, python:module:function or judge:MODEL")
 
 
 def judge_scorer(judge: Any) -> Scorer:
     """A scorer that asks a model for a 1-10 rating (greedy); an unreadable reply scores 0."""
-    from lmstack.generate.text import chat_text
-
     def score(prompt: str, answer: str) -> float:
         reply = chat_text(judge, [{"role": "user", "content": JUDGE_PROMPT.format(prompt=prompt, answer=answer)}],
                           max_new_tokens=8, temperature=0.0).text
@@ -75,18 +84,20 @@ def prompt_messages(record: dict[str, Any]) -> Messages:
     return messages[:-1] if messages[-1]["role"] == "assistant" else messages
 
 
-def sample_answers(loaded: Any, messages: Messages, n: int, *, temperature: float, top_p: float,
+def sampling_for(bundle: ModelBundle, **overrides: Any) -> SamplingConfig:
+    """The model's generation config with the caller's settings on top; never greedy."""
+    settings = resolve_sampling(bundle.generation_config, overrides)
+    return settings.updated(temperature=FALLBACK_TEMPERATURE) if settings.greedy else settings
+
+
+def sample_answers(bundle: ModelBundle, messages: Messages, n: int, *, sampling: SamplingConfig,
                    max_new_tokens: int, seed: int) -> list[str]:
     """`n` sampled answers to one conversation, generated together as one batch."""
-    from lmstack.generate.generate import generate_ids
-    from lmstack.generate.processors import SamplingConfig
-    from lmstack.generate.text import stop_token_ids
-
-    prompt = loaded.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-    stops = stop_token_ids(loaded)
-    rows = generate_ids(loaded.model, [list(prompt)] * n, sampling=SamplingConfig(temperature=temperature, top_p=top_p),
+    prompt = bundle.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    stops = stop_token_ids(bundle)
+    rows = generate_ids(bundle.model, [list(prompt)] * n, sampling=sampling,
                         max_new_tokens=max_new_tokens, stop_token_ids=stops, seed=seed)
-    return [loaded.tokenizer.decode([t for t in row if t not in stops], skip_special_tokens=True).strip()
+    return [bundle.tokenizer.decode([t for t in row if t not in stops], skip_special_tokens=True).strip()
             for row in rows]
 
 
@@ -98,35 +109,37 @@ class RejectionReport:
 
 
 def rejection_sample(model: str, prompts: str, out: str | Path, *, scorer: str | Scorer, num_samples: int = 4,
-                     temperature: float = 0.8, top_p: float = 0.95, max_new_tokens: int = 256, seed: int = 0,
-                     loaded: Any = None) -> RejectionReport:
-    """Write `{prompt, chosen, rejected, chosen_score, rejected_score}` JSONL from the model's own answers."""
-    from rich.progress import track
+                     temperature: float | None = None, top_p: float | None = None, max_new_tokens: int = 256,
+                     seed: int = 0, overwrite: bool = False, bundle: ModelBundle | None = None) -> RejectionReport:
+    """Write `{prompt, chosen, rejected, chosen_score, rejected_score}` JSONL from the model's own answers.
 
-    import lmstack
-    from lmstack import registry
-    from lmstack.data import read_records, write_jsonl
-
+    Unset `temperature`/`top_p` come from the model's generation config (sampling at
+    FALLBACK_TEMPERATURE when it decodes greedily).
+    """
     if num_samples < 2:
         raise LmstackError(f"num_samples must be at least 2 to make a pair, got {num_samples}")
-    loaded = loaded or lmstack.load(model)
+    if max_new_tokens < 1:
+        raise LmstackError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    out = check_output(out, overwrite=overwrite, directory=False)
+    records = read_records(prompts)  # checked before the model loads
     score = make_scorer(scorer) if isinstance(scorer, str) else scorer
-    records = read_records(prompts)
+    bundle = bundle or load_model(model)
+    sampling = sampling_for(bundle, temperature=temperature, top_p=top_p)
     pairs = []
     for index, record in enumerate(track(records, description="sampling and scoring")):
         messages = prompt_messages(record)
-        answers = sample_answers(loaded, messages, num_samples, temperature=temperature, top_p=top_p,
-                                 max_new_tokens=max_new_tokens, seed=seed + index)
+        answers = sample_answers(bundle, messages, num_samples, sampling=sampling, max_new_tokens=max_new_tokens,
+                                 seed=seed + index)
         scored = sorted(((score(messages[-1]["content"], a), a) for a in answers), key=lambda pair: pair[0])
         (worst, rejected), (best, chosen) = scored[0], scored[-1]
         if best > worst:
             pairs.append({"prompt": messages, "chosen": chosen, "rejected": rejected,
                           "chosen_score": best, "rejected_score": worst})
-    out = write_jsonl(out, pairs)
-    registry.record("dataset", out, name=Path(out).stem, operation="rejection-sampling", source=prompts,
-                    parents=[getattr(loaded, "registry_id", None)],
+    write_jsonl(out, pairs)
+    registry.record("dataset", out, name=out.stem, operation="rejection-sampling", source=prompts,
+                    parents=[bundle.lineage_id()], datasets=[dataset_reference(prompts)],
                     recipe={"scorer": scorer if isinstance(scorer, str) else getattr(scorer, "__name__", "callable"),
-                            "num_samples": num_samples, "temperature": temperature, "top_p": top_p,
+                            "num_samples": num_samples, "sampling": dataclasses.asdict(sampling),
                             "max_new_tokens": max_new_tokens, "seed": seed},
                     metadata={"prompts": len(records), "pairs": len(pairs)})
-    return RejectionReport(Path(out), len(records), len(pairs))
+    return RejectionReport(out, len(records), len(pairs))

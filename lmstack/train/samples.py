@@ -42,18 +42,6 @@ def split_validation(samples: list, fraction: float, seed: int) -> tuple[list, l
     return [samples[i] for i in order[held_out:]], [samples[i] for i in order[:held_out]]
 
 
-def pack_rows(samples: list[TokenizedSample], seq_len: int, pad_token_id: int) -> list[dict[str, torch.Tensor]]:
-    """Samples packed into rows of `seq_len` tokens, one dict of 1-D tensors per row."""
-    from lmstack.data import pack_samples
-
-    packed = pack_samples(samples, seq_len, pad_token_id=pad_token_id, overlong="truncate")
-    return [{key: tensor[row] for key, tensor in packed.items()} for row in range(len(packed["input_ids"]))]
-
-
-def stack_rows(rows: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    return {key: torch.stack([row[key] for row in rows]) for key in rows[0]}
-
-
 def scored_positions(labels: torch.Tensor) -> torch.Tensor:
     """[B, T] bool: position t is scored when token t + 1 is trained (for `model(logits_at=...)`)."""
     at = torch.zeros_like(labels, dtype=torch.bool)

@@ -8,18 +8,14 @@ spent on padding.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 
-from lmstack.data import IGNORE_INDEX
-from lmstack.train.core import Batch, TrainResult, train
-from lmstack.train.method import load_base, prepare_model, save_result
+from lmstack.data import IGNORE_INDEX, collate_rows, pack_rows, pad_batch
+from lmstack.hub.load import ModelBundle
+from lmstack.train.core import Batch, Plan
 from lmstack.train.recipe import Recipe
-from lmstack.train.samples import pack_rows, pad_token_id, scored_positions, sft_samples, split_validation, stack_rows
+from lmstack.train.samples import pad_token_id, scored_positions, sft_samples, split_validation
 
 
 class NextTokenLoss:
@@ -36,37 +32,18 @@ class NextTokenLoss:
         return F.cross_entropy(logits, targets, reduction="sum"), {}
 
 
-@dataclass
-class SFTResult:
-    output: Path | None  # the adapter or model directory (None on non-main processes)
-    train: TrainResult
-
-
-def sft_data(tokenizer: Any, recipe: Recipe) -> tuple[list, list, Any]:
-    """(train samples, validation samples, collate) for the recipe's data section."""
-    pad = pad_token_id(tokenizer)
-    train_samples = sft_samples(tokenizer, recipe.data.train, recipe.data)
-    if recipe.data.val:
-        val_samples = sft_samples(tokenizer, recipe.data.val, recipe.data)
+def plan(bundle: ModelBundle, recipe: Recipe) -> Plan:
+    """The SFT plan: the recipe's chat or text data, packed into rows or padded per batch."""
+    data, pad = recipe.data, pad_token_id(bundle.tokenizer)
+    train_samples = sft_samples(bundle.tokenizer, data.train, data)
+    if data.val:
+        val_samples = sft_samples(bundle.tokenizer, data.val, data)
     else:
-        train_samples, val_samples = split_validation(train_samples, recipe.data.val_fraction, recipe.run.seed)
-    if recipe.data.packing:
-        def pack(samples: list) -> list:
-            return pack_rows(samples, recipe.data.max_len, pad) if samples else []
+        train_samples, val_samples = split_validation(train_samples, data.val_fraction, recipe.run.seed)
+    if data.packing:
+        def rows(samples: list) -> list:
+            return pack_rows(samples, data.max_len, overlong="truncate") if samples else []
 
-        return pack(train_samples), pack(val_samples), stack_rows
-    from lmstack.data import pad_batch
-
-    return train_samples, val_samples, lambda samples: pad_batch(samples, pad_token_id=pad)
-
-
-def train_sft(recipe: Recipe, *, resume: bool = False, loaded=None) -> SFTResult:
-    """Fine-tune `recipe.model.ref` (or an already `loaded` model) on `recipe.data.train`."""
-    loaded = loaded or load_base(recipe)
-    train_samples, val_samples, collate = sft_data(loaded.tokenizer, recipe)
-    prepare_model(loaded.model, recipe)
-    result = train(loaded.model, NextTokenLoss(), train_samples, collate, optimizer=recipe.optimizer,
-                   run=recipe.run, val_samples=val_samples, device=recipe.model.device,
-                   gradient_checkpointing=recipe.model.gradient_checkpointing, precision=recipe.model.precision,
-                   resume=resume)
-    return SFTResult(save_result(loaded, loaded.model, recipe, result, "sft"), result)
+        return Plan(NextTokenLoss(), rows(train_samples), rows(val_samples),
+                    lambda batch: collate_rows(batch, data.max_len, pad))
+    return Plan(NextTokenLoss(), train_samples, val_samples, lambda batch: pad_batch(batch, pad_token_id=pad))

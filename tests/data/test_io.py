@@ -55,7 +55,7 @@ def test_non_object_record_and_unknown_suffix_and_missing_file(tmp_path):
     with pytest.raises(LmstackError, match=r"list\.jsonl, line 2: expected a JSON object, got list"):
         read_records(tmp_path / "list.jsonl")
     (tmp_path / "d.txt").write_text("hi")
-    with pytest.raises(LmstackError, match="Unsupported dataset file type '.txt'"):
+    with pytest.raises(LmstackError, match="unsupported dataset type '.txt'"):
         read_records(tmp_path / "d.txt")
     with pytest.raises(LmstackError, match="not found"):
         read_records(tmp_path / "missing.jsonl")

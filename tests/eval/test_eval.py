@@ -13,13 +13,6 @@ TEXT = ("The river ran quietly past the old mill, where children used to gather 
         "Nobody remembers exactly when the wheel stopped turning, but the stones are still warm at noon.")
 
 
-@pytest.fixture(scope="module")
-def smollm2(smollm2_gguf):
-    import lmstack
-
-    return lmstack.load(smollm2_gguf, device="cpu")
-
-
 @pytest.mark.real
 def test_perplexity_equals_exp_of_transformers_loss(smollm2):
     from transformers import AutoModelForCausalLM
@@ -57,3 +50,20 @@ def test_answer_match_rate_checks_expected_text(smollm2):
     assert report.rate == 0.5
     with pytest.raises(LmstackError, match="record 1 needs 'messages' and 'expected'"):
         answer_match_rate(smollm2, [{"prompt": "hi"}])
+
+
+def test_perplexity_of_a_text_shorter_than_two_tokens_is_an_error():
+    from types import SimpleNamespace
+
+    from lmstack.eval import perplexity
+    from lmstack.model.config import ModelConfig
+    from lmstack.model.transformer import Transformer
+
+    config = ModelConfig(family="llama", vocab_size=16, hidden_size=16, intermediate_size=32, num_layers=1,
+                         num_heads=2, num_kv_heads=1, head_dim=8)
+    one_token = SimpleNamespace(encode=lambda text: [3] if text else [])
+    bundle = SimpleNamespace(tokenizer=one_token, model=Transformer(config), config=config,
+                             device=torch.device("cpu"))
+    for text in ("x", ""):
+        with pytest.raises(LmstackError, match="at least 2 tokens"):
+            perplexity(bundle, text)

@@ -110,10 +110,8 @@ def test_updated_rejects_unknown_keys_and_validates():
 
 
 def test_generation_config_counts_filters_only_when_sampling():
-    assert SamplingConfig.from_generation_config({"temperature": 0.6, "top_p": 0.9}) == {}
-    assert SamplingConfig.from_generation_config({"do_sample": True, "temperature": 0.6, "top_p": 0.9}) == {
-        "temperature": 0.6, "top_k": 50, "top_p": 0.9,
-    }
-    assert SamplingConfig.from_generation_config({"repetition_penalty": 1.1, "num_beams": 2}) == {
-        "repetition_penalty": 1.1, "num_beams": 2,
-    }
+    assert SamplingConfig.from_generation_config({"temperature": 0.6, "top_p": 0.9}) == SamplingConfig()
+    assert SamplingConfig.from_generation_config({"do_sample": True, "temperature": 0.6, "top_p": 0.9}) == \
+        SamplingConfig(temperature=0.6, top_k=50, top_p=0.9)
+    assert SamplingConfig.from_generation_config({"repetition_penalty": 1.1, "num_beams": 2}) == \
+        SamplingConfig(repetition_penalty=1.1, num_beams=2)

@@ -17,10 +17,8 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def smollm2(smollm2_gguf):
-    import lmstack
-
-    loaded = lmstack.load(str(smollm2_gguf), device="cpu")
+def smollm2_pair(smollm2):
+    loaded = smollm2
     # Our converted directory is Hugging Face layout, so transformers reads the very same weights.
     hf = transformers.AutoModelForCausalLM.from_pretrained(loaded.path, dtype=torch.float32).eval()
     return loaded, hf
@@ -36,8 +34,8 @@ def hf_greedy(hf, prompt_ids: list[int], max_new_tokens: int, stop: list[int]) -
     return out[: ends[0] + 1] if ends else out
 
 
-def test_64_token_greedy_chat_equals_transformers(smollm2):
-    loaded, hf = smollm2
+def test_64_token_greedy_chat_equals_transformers(smollm2_pair):
+    loaded, hf = smollm2_pair
     question = "Write a long story about a robot who learns to paint."
     result = loaded.generate(question, max_new_tokens=64)
     prompt_ids = loaded.tokenizer.apply_chat_template(
@@ -49,8 +47,8 @@ def test_64_token_greedy_chat_equals_transformers(smollm2):
     assert result.text == loaded.tokenizer.decode(result.token_ids, skip_special_tokens=True)
 
 
-def test_batched_raw_prompts_equal_transformers(smollm2):
-    loaded, hf = smollm2
+def test_batched_raw_prompts_equal_transformers(smollm2_pair):
+    loaded, hf = smollm2_pair
     prompts = ["The capital of France is", "Once upon a time, in a small village far away,"]
     results = loaded.generate(prompts, raw=True, max_new_tokens=16)
     for prompt, result in zip(prompts, results):

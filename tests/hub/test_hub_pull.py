@@ -19,7 +19,7 @@ import pytest
 from lmstack import registry
 from lmstack.errors import LmstackError
 from lmstack.hub import CATALOG, pull
-from lmstack.model.gguf_file import read_gguf
+from lmstack.formats.gguf_file import read_gguf
 
 # `lmstack.hub.pull` the attribute is the function; the module is reached through importlib.
 pull_module = importlib.import_module("lmstack.hub.pull")

@@ -10,7 +10,7 @@ from hub_fakes import write_tiny_gguf
 from lmstack import registry
 from lmstack.errors import LmstackError
 from lmstack.hub import Resolved, resolve
-from lmstack.model.gguf_file import read_gguf
+from lmstack.formats.gguf_file import read_gguf
 
 
 def _hf_folder(folder: Path, weights: str = "model.safetensors") -> Path:

@@ -8,7 +8,7 @@ import torch
 
 from lmstack.errors import LmstackError
 from lmstack.model import gguf_io
-from lmstack.model.gguf_file import read_gguf
+from lmstack.formats.gguf_file import read_gguf
 
 
 @pytest.mark.real
@@ -61,7 +61,7 @@ def test_logits_and_greedy_text_match_transformers(fixture, request):
     from lmstack.generate.processors import SamplingConfig
 
     path = request.getfixturevalue(fixture)
-    ours = lmstack.load(path, device="cpu")
+    ours = lmstack.load(path, device="cpu", dtype="fp32")
     hf = _hf_from_gguf(path)
     for prompt in PROMPTS:
         ids = torch.tensor([ours.tokenizer.encode(prompt)])
@@ -83,7 +83,7 @@ def test_exported_directory_loads_in_transformers_with_same_logits(smollm2_gguf,
     from lmstack import registry
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    ours = lmstack.load(smollm2_gguf, device="cpu")
+    ours = lmstack.load(smollm2_gguf, device="cpu", dtype="fp32")
     out = ours.save(tmp_path / "export", format="hf")
     for name in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "generation_config.json"]:
         assert (out / name).is_file(), name
@@ -99,7 +99,7 @@ def test_exported_directory_loads_in_transformers_with_same_logits(smollm2_gguf,
 
 
 def test_unsupported_gguf_architecture(tmp_path):
-    from lmstack.model.gguf_file import GGUFFile
+    from lmstack.formats.gguf_file import GGUFFile
 
     fake = GGUFFile(tmp_path / "x.gguf", 3, {"general.architecture": "rwkv6"}, [], 0)
     with pytest.raises(LmstackError, match="unsupported architecture 'rwkv6'"):

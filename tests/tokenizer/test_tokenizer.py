@@ -8,7 +8,7 @@ import pytest
 
 from lmstack.errors import LmstackError
 from lmstack.tokenizer import TEMPLATES, IncrementalDecoder, Tokenizer, render_chat
-from lmstack.model.gguf_file import read_gguf
+from lmstack.formats.gguf_file import read_gguf
 from lmstack.tokenizer.gguf_vocab import byte_to_char
 
 transformers = pytest.importorskip("transformers")
@@ -42,7 +42,7 @@ SYSTEM = {"role": "system", "content": "You are terse."}
 
 
 @pytest.fixture(scope="module")
-def smollm2(smollm2_gguf: Path):
+def smollm2_tokenizers(smollm2_gguf: Path):
     """(ours, transformers') tokenizers for SmolLM2, loaded once."""
     reference = transformers.AutoTokenizer.from_pretrained(str(smollm2_gguf.parent), gguf_file=smollm2_gguf.name)
     return Tokenizer.from_gguf(smollm2_gguf), reference
@@ -55,7 +55,7 @@ def gemma3(gemma3_gguf: Path):
     return Tokenizer.from_gguf(gemma3_gguf), reference
 
 
-@pytest.fixture(params=["smollm2", "gemma3"])
+@pytest.fixture(params=["smollm2_tokenizers", "gemma3"])
 def pair(request):
     return request.getfixturevalue(request.param)
 
@@ -105,8 +105,8 @@ def test_special_tokens_match_transformers(pair):
 
 
 @pytest.mark.real
-def test_stop_token_ids(smollm2, gemma3):
-    smol, _ = smollm2
+def test_stop_token_ids(smollm2_tokenizers, gemma3):
+    smol, _ = smollm2_tokenizers
     gemma, _ = gemma3
     assert smol.stop_token_ids == [smol.token_to_id("<|im_end|>"), smol.token_to_id("<|endoftext|>")]
     assert gemma.stop_token_ids == [gemma.token_to_id("<eos>"), gemma.token_to_id("<end_of_turn>")]
@@ -115,8 +115,8 @@ def test_stop_token_ids(smollm2, gemma3):
 @pytest.mark.real
 @pytest.mark.parametrize("with_system", [False, True])
 @pytest.mark.parametrize("add_generation_prompt", [False, True])
-def test_smollm2_chat_template_matches_transformers(smollm2, with_system, add_generation_prompt):
-    ours, reference = smollm2
+def test_smollm2_chat_template_matches_transformers(smollm2_tokenizers, with_system, add_generation_prompt):
+    ours, reference = smollm2_tokenizers
     messages = [SYSTEM, *CONVERSATION] if with_system else CONVERSATION
     text = ours.apply_chat_template(messages, add_generation_prompt=add_generation_prompt)
     expected = reference.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=False)
@@ -148,8 +148,8 @@ def test_gemma_template_by_name_tokenizes_like_transformers(gemma3):
 
 
 @pytest.mark.real
-def test_saved_smollm2_loads_in_transformers(smollm2, tmp_path):
-    ours, _ = smollm2
+def test_saved_smollm2_loads_in_transformers(smollm2_tokenizers, tmp_path):
+    ours, _ = smollm2_tokenizers
     ours.save(tmp_path)
     written = {path.name for path in tmp_path.iterdir()}
     assert {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"} <= written
@@ -186,8 +186,8 @@ def test_saved_gemma3_keeps_bos_and_template(gemma3, tmp_path):
 
 
 @pytest.mark.real
-def test_from_dir_reads_chat_template_jinja(smollm2, tmp_path):
-    _, reference = smollm2
+def test_from_dir_reads_chat_template_jinja(smollm2_tokenizers, tmp_path):
+    _, reference = smollm2_tokenizers
     reference.save_pretrained(tmp_path)  # transformers 5 writes the template to chat_template.jinja
     loaded = Tokenizer.from_dir(tmp_path)
     assert loaded.chat_template == reference.chat_template

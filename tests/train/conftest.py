@@ -59,17 +59,22 @@ def tiny_model_config():
                        num_heads=4, num_kv_heads=2, head_dim=16, max_position_embeddings=512)
 
 
-def tiny_loaded(tmp_path: Path, seed: int = 0):
-    """A LoadedModel holding a random tiny model and the byte tokenizer."""
-    import torch
+@pytest.fixture
+def tiny_bundle(tmp_path: Path):
+    """Makes ModelBundles holding a random tiny model (seeded) and the byte tokenizer."""
 
-    from lmstack.model.loaded import LoadedModel
-    from lmstack.model.transformer import Transformer
+    def make(seed: int = 0):
+        import torch
 
-    torch.manual_seed(seed)
-    config = tiny_model_config()
-    return LoadedModel(model=Transformer(config), tokenizer=ByteTokenizer(), config=config,
-                       generation_config={"eos_token_id": 257}, path=tmp_path, name="tiny")
+        from lmstack.hub.load import ModelBundle
+        from lmstack.model.transformer import Transformer
+
+        torch.manual_seed(seed)
+        config = tiny_model_config()
+        return ModelBundle(model=Transformer(config), tokenizer=ByteTokenizer(), config=config,
+                           generation_config={"eos_token_id": 257}, path=tmp_path, name="tiny")
+
+    return make
 
 
 NAMES = ["Ada", "Bob", "Cy", "Dee", "Eve", "Fay", "Gus", "Hal"]

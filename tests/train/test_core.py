@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lmstack.errors import LmstackError
-from lmstack.train.core import build_optimizer, lr_factor, train
+from lmstack.train.core import Plan, build_optimizer, lr_factor, train
 from lmstack.train.recipe import OptimizerSection, RunSection
 from tiny_run import samples, tiny_train
 
@@ -82,8 +82,8 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tm
                                     num_layers=1, num_heads=4, num_kv_heads=2, head_dim=8))
     run = RunSection(steps=10, batch_size=4, checkpoint_every=2, out_dir=str(tmp_path))
     with pytest.raises(LmstackError, match=r"loss became nan .* at step 6.*last good checkpoint is kept"):
-        train(model, NanAfter(5), samples(), lambda b: pad_batch(b, pad_token_id=0), optimizer=OptimizerSection(),
-              run=run, device="cpu")
+        train(model, Plan(NanAfter(5), samples(), [], lambda b: pad_batch(b, pad_token_id=0)),
+              optimizer=OptimizerSection(), run=run, device="cpu")
     state = torch.load(tmp_path / "checkpoint" / "state.pt", weights_only=False)
     assert state["step"] == 4
     assert all(torch.isfinite(w).all() for w in state["weights"].values())
@@ -112,7 +112,24 @@ def test_early_stopping_after_patience_evaluations_without_improvement(tmp_path)
     collate = lambda rows: {"input_ids": torch.ones(len(rows), 1), "target": torch.tensor(rows)}  # noqa: E731
     run = RunSection(steps=40, batch_size=2, eval_every=2, patience=2, out_dir=str(tmp_path))
     # Training moves w towards +1, so the loss on targets of -1 only grows after the first evaluation.
-    result = train(model, DistanceToTarget(), [1.0] * 4, collate, val_samples=[-1.0] * 2,
+    result = train(model, Plan(DistanceToTarget(), [1.0] * 4, [-1.0] * 2, collate),
                    optimizer=OptimizerSection(lr=0.05, schedule="constant"), run=run, device="cpu")
     assert result.stopped_early and result.steps == 6
     assert [r["step"] for r in result.history if "val_loss" in r] == [2, 4, 6]
+
+
+def test_deterministic_algorithms_are_on_only_during_the_run(tmp_path):
+    assert not torch.are_deterministic_algorithms_enabled()
+    seen = []
+
+    class Watching(DistanceToTarget):
+        def __call__(self, model, batch):
+            seen.append(torch.are_deterministic_algorithms_enabled())
+            return super().__call__(model, batch)
+
+    model = torch.nn.Linear(1, 1, bias=False)
+    collate = lambda rows: {"input_ids": torch.ones(len(rows), 1), "target": torch.tensor(rows)}  # noqa: E731
+    run = RunSection(steps=2, batch_size=2, out_dir=str(tmp_path), deterministic=True)
+    train(model, Plan(Watching(), [1.0] * 4, [], collate), optimizer=OptimizerSection(), run=run, device="cpu")
+    assert seen and all(seen)
+    assert not torch.are_deterministic_algorithms_enabled()

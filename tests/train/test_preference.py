@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from conftest import tiny_loaded
-from lmstack.train.preference import kto_loss, orpo_loss, paired_loss, train_preference
+from lmstack.train.preference import kto_loss, orpo_loss, paired_loss
+from lmstack.train.run import train_recipe
 from lmstack.train.recipe import load_recipe
 
 # Hand-made summed log-probs for two pairs: (policy chosen, policy rejected, reference chosen, reference rejected).
@@ -73,11 +73,11 @@ def test_orpo_odds_ratio_term_matches_trl():
 
 
 @pytest.mark.parametrize("loss", ["sigmoid", "ipo", "kto", "orpo"])
-def test_tiny_preference_run_learns_the_preference(tmp_path, preference_file, loss):
+def test_tiny_preference_run_learns_the_preference(tmp_path, preference_file, loss, tiny_bundle):
     recipe = load_recipe(None, {
         "train": preference_file, "template": "chatml", "max_len": 64, "loss": loss, "beta": 0.1 if loss == "ipo" else 0.5, "r": 8,
         "alpha": 16, "lr": 5e-3, "steps": 12, "batch_size": 4, "out_dir": str(tmp_path / "run"), "device": "cpu"})
-    result = train_preference(recipe, loaded=tiny_loaded(tmp_path))
+    result = train_recipe(recipe, bundle=tiny_bundle())
     history = result.train.history
     if loss == "sigmoid":  # the policy starts equal to the reference: every pair's loss is log 2
         assert history[0]["loss"] == pytest.approx(math.log(2), abs=1e-5)

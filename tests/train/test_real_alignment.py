@@ -31,15 +31,15 @@ def _pulled(smollm2_gguf):
 def test_lora_sft_teaches_the_new_identity_and_keeps_general_text(tmp_path):
     heldout = read_records(dataset_path("lmstack:identity_heldout"))
     prose = dataset_path("lmstack:general_heldout").read_text()
-    base = lmstack.load("smollm2-135m-instruct", device="cpu")
+    base = lmstack.load("smollm2-135m-instruct", device="cpu", dtype="fp32")
     before_rate = answer_match_rate(base, heldout).rate
     before_ppl = perplexity(base, prose)
 
-    from lmstack.train.sft import train_sft
+    from lmstack.train.run import train_recipe
 
     recipe = load_recipe(RECIPES / "sft-lora-smollm2.yaml", {"run.out_dir": str(tmp_path / "run")})
-    result = train_sft(recipe)
-    tuned = lmstack.load(result.output, device="cpu")
+    result = train_recipe(recipe)
+    tuned = lmstack.load(result.output, device="cpu", dtype="fp32")
     after_rate = answer_match_rate(tuned, heldout).rate
     after_ppl = perplexity(tuned, prose)
     print(f"identity rate {before_rate:.2f} -> {after_rate:.2f}; perplexity {before_ppl:.2f} -> {after_ppl:.2f}")
@@ -70,16 +70,16 @@ def _mean_logp_gap(loaded, pairs) -> float:
 
 def test_dpo_raises_heldout_preference_accuracy_and_margin(tmp_path):
     from lmstack.data import load_dataset
-    from lmstack.train.preference import train_preference
+    from lmstack.train.run import train_recipe
 
     pairs = load_dataset(dataset_path("lmstack:preferences_heldout")).records
-    base = lmstack.load("smollm2-135m-instruct", device="cpu")
+    base = lmstack.load("smollm2-135m-instruct", device="cpu", dtype="fp32")
     before = _mean_logp_gap(base, pairs)
 
     recipe = load_recipe(RECIPES / "dpo-lora-smollm2.yaml", {"run.out_dir": str(tmp_path / "run")})
-    result = train_preference(recipe)
+    result = train_recipe(recipe)
     metrics = result.train.metrics
-    tuned = lmstack.load(result.output, device="cpu")
+    tuned = lmstack.load(result.output, device="cpu", dtype="fp32")
     after = _mean_logp_gap(tuned, pairs)
     print(f"held-out DPO accuracy {metrics['val_accuracy']:.2f}, margin {metrics['val_reward_margin']:.3f}; "
           f"log-prob gap chosen - rejected {before:.2f} -> {after:.2f}")

@@ -51,13 +51,16 @@ def test_sigkill_then_resume_ends_exactly_like_an_uninterrupted_run(tmp_path):
     assert losses(killed) == losses(straight)
 
 
-def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_path):
+@pytest.mark.parametrize("distributed", ["ddp", "fsdp"])
+def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_path, distributed):
+    """DDP, and FSDP (sharded weights, gathered whole while the process group is still open)."""
     pytest.importorskip("torch.distributed.run")
     one, two = tmp_path / "one", tmp_path / "two"
     expected = tiny_train(one, steps=4, batch_size=4)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-                    str(SCRIPT), str(two), "--steps", "4", "--batch-size", "2"], check=True, capture_output=True,
-                   env=env)
+    port = "29517" if distributed == "ddp" else "29518"
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
+                    str(SCRIPT), str(two), "--steps", "4", "--batch-size", "2", "--distributed", distributed],
+                   check=True, capture_output=True, env=env)
     assert_same_weights(expected, torch.load(two / "final.pt"), tolerance=1e-5)
     assert losses(two) == pytest.approx(losses(one), abs=1e-5)

@@ -2,7 +2,7 @@
 (SIGKILL and resume) or several (torchrun data parallel).
 
     python tests/train/tiny_run.py OUT_DIR --steps 8 --batch-size 4 [--grad-accum 1] [--lora-dropout 0.1]
-        [--checkpoint-every 2] [--sleep 0.2] [--resume]
+        [--checkpoint-every 2] [--sleep 0.2] [--resume] [--distributed ddp|fsdp]
 
 Writes OUT_DIR/final.pt: the trainable weights at the end (main process only). Tests that need
 no separate process call `tiny_train` directly.
@@ -19,7 +19,8 @@ import torch
 from lmstack.data import TokenizedSample, pad_batch
 from lmstack.model.config import ModelConfig
 from lmstack.model.transformer import Transformer
-from lmstack.train.core import train
+from lmstack.train.core import Plan, train
+from lmstack.train.distributed import full_state_dict, joined_world
 from lmstack.train.recipe import OptimizerSection, RunSection
 from lmstack.train.sft import NextTokenLoss
 
@@ -46,8 +47,9 @@ class SlowLoss(NextTokenLoss):
 
 
 def tiny_train(out_dir, *, steps: int = 8, batch_size: int = 4, grad_accum: int = 1, lora_dropout: float | None = None,
-               checkpoint_every: int = 0, sleep: float = 0.0, resume: bool = False) -> dict[str, torch.Tensor]:
-    """Train the tiny model; return its trainable weights at the end."""
+               checkpoint_every: int = 0, sleep: float = 0.0, resume: bool = False,
+               distributed: str = "ddp") -> dict[str, torch.Tensor]:
+    """Train the tiny model; return its trainable weights at the end (whole, even when sharded)."""
     torch.manual_seed(0)
     config = ModelConfig(family="llama", vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2,
                          num_heads=4, num_kv_heads=2, head_dim=8)
@@ -57,11 +59,14 @@ def tiny_train(out_dir, *, steps: int = 8, batch_size: int = 4, grad_accum: int 
 
         apply_lora(model, LoraConfig(r=4, alpha=8, dropout=lora_dropout))
     run = RunSection(steps=steps, batch_size=batch_size, grad_accum=grad_accum, checkpoint_every=checkpoint_every,
-                     out_dir=str(out_dir), seed=7)
+                     out_dir=str(out_dir), seed=7, distributed=distributed)
     optimizer = OptimizerSection(lr=1e-2, warmup_steps=2, weight_decay=0.1)
-    train(model, SlowLoss(sleep), samples(), lambda batch: pad_batch(batch, pad_token_id=0),
-          optimizer=optimizer, run=run, device="cpu", resume=resume)
-    return {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}
+    trainable = [name for name, p in model.named_parameters() if p.requires_grad]
+    with joined_world("cpu") as world:
+        train(model, Plan(SlowLoss(sleep), samples(), [], lambda batch: pad_batch(batch, pad_token_id=0)),
+              optimizer=optimizer, run=run, world=world, device="cpu", precision="fp32", resume=resume)
+        weights = full_state_dict(model, world)  # every process takes part; the main one gets the tensors
+    return {name: weights[name].detach().clone() for name in trainable if name in weights}
 
 
 def main() -> None:
@@ -74,6 +79,7 @@ def main() -> None:
     parser.add_argument("--checkpoint-every", type=int, default=0)
     parser.add_argument("--sleep", type=float, default=0.0)
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--distributed", default="ddp", choices=("ddp", "fsdp"))
     args = vars(parser.parse_args())
     weights = tiny_train(args.pop("out_dir"), **args)
     if int(os.environ.get("RANK", "0")) == 0:

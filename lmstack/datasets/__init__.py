@@ -1,0 +1,1 @@
+"""Datasets written for lmstack and shipped with it; `lmstack:NAME` names them (see `make_datasets.py`)."""
