@@ -14,6 +14,7 @@ from lmstack.data.cli import app as data_app
 from lmstack.eval.cli import app as eval_app
 from lmstack.generate import cli as generate_cli
 from lmstack.hub import cli as hub_cli
+from lmstack.pretrain.cli import tokenizer_app
 from lmstack.registry.cli import app as registry_app
 from lmstack.train.cli import app as train_app
 
@@ -29,6 +30,7 @@ app.command("models")(hub_cli.models)
 app.command("generate")(generate_cli.generate)
 app.command("chat")(generate_cli.chat)
 app.add_typer(data_app, name="data")
+app.add_typer(tokenizer_app, name="tokenizer")
 app.add_typer(train_app, name="train")
 app.add_typer(eval_app, name="eval")
 app.add_typer(registry_app, name="registry")

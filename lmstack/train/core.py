@@ -20,7 +20,7 @@ import math
 import os
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
@@ -54,6 +54,10 @@ class Plan:
     train_samples: Sequence[Any]
     val_samples: Sequence[Any]
     collate: Callable[[list[Any]], Batch]
+    # Lineage, when the result descends from more than the loaded model (pre-training: the tokenizer
+    # and the shards; distillation: the student, the teacher and the data): registry ids.
+    parents: list[str] | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)  # recorded with the result
 
 
 @dataclass
