@@ -15,6 +15,7 @@ from lmstack.eval.cli import app as eval_app
 from lmstack.generate import cli as generate_cli
 from lmstack.hub import cli as hub_cli
 from lmstack.pretrain.cli import tokenizer_app
+from lmstack.prune import cli as prune_cli
 from lmstack.registry.cli import app as registry_app
 from lmstack.train.cli import app as train_app
 
@@ -29,6 +30,7 @@ app.command("pull")(hub_cli.pull)
 app.command("models")(hub_cli.models)
 app.command("generate")(generate_cli.generate)
 app.command("chat")(generate_cli.chat)
+app.command("prune")(prune_cli.prune)
 app.add_typer(data_app, name="data")
 app.add_typer(tokenizer_app, name="tokenizer")
 app.add_typer(train_app, name="train")

@@ -68,9 +68,10 @@ def text_stats(text: str) -> TextStats:
     )
 
 
-def _top_ngram_ratio(words: list[str], n: int) -> float:
-    """The share of word characters inside occurrences of the most frequent word n-gram."""
-    if len(words) < n + 1:
+def _top_ngram_ratio(words: list[str], n: int, min_words: int = 50) -> float:
+    """The share of word characters inside occurrences of the most frequent word n-gram (texts of
+    fewer than `min_words` words score 0: in a short answer one repeated phrase is no signal)."""
+    if len(words) < max(min_words, n + 1):
         return 0.0
     grams = Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
     gram, count = grams.most_common(1)[0]

@@ -19,9 +19,9 @@ import torch.nn.functional as F
 
 from lmstack.errors import LmstackError
 from lmstack.home import atomic_path, check_output
-from lmstack.hub.load import ModelBundle, load_model
-from lmstack.pretrain.corpus import clean_documents, corpus_files
-from lmstack.pretrain.shards import TokenWindows, is_shard_dir
+from lmstack.hub.load import load_model
+from lmstack.pretrain.corpus import corpus_files
+from lmstack.pretrain.shards import is_shard_dir, text_windows
 
 
 @dataclass
@@ -53,23 +53,6 @@ def filter_normalised_direction(model: torch.nn.Module, generator: torch.Generat
     return direction
 
 
-def evaluation_windows(data: str | os.PathLike, bundle: ModelBundle, windows: int, max_len: int) -> torch.Tensor:
-    """[windows, max_len] token ids: the last windows of a shard folder, or the start of a corpus."""
-    if is_shard_dir(data):
-        shards = TokenWindows(data, max_len - 1)
-        taken = [shards[i] for i in range(max(0, len(shards) - windows), len(shards))]
-    else:
-        ids: list[int] = []
-        for text in clean_documents([data], dedup=False):
-            ids += bundle.tokenizer.encode(text, add_special_tokens=False) + [bundle.tokenizer.eos_token_id or 0]
-            if len(ids) >= windows * max_len:
-                break
-        taken = [torch.tensor(ids[i:i + max_len]) for i in range(0, len(ids) - max_len + 1, max_len)][:windows]
-    if not taken:
-        raise LmstackError(f"{data} holds fewer than {max_len} tokens; give more text or lower --max-len")
-    return torch.stack(taken)
-
-
 @torch.no_grad()
 def _loss(model: torch.nn.Module, batch: torch.Tensor) -> float:
     logits = model(batch)[:, :-1]
@@ -85,7 +68,7 @@ def loss_landscape(model: str, data: str | os.PathLike, out: str | os.PathLike, 
     if not is_shard_dir(data):
         corpus_files([data])  # before the model loads
     bundle = load_model(model, device="cpu", dtype="fp32")
-    batch = evaluation_windows(data, bundle, windows, max_len)
+    batch = text_windows(data, bundle.tokenizer, windows, max_len)
     network = bundle.model.eval()
     generator = torch.Generator().manual_seed(seed)
     d1, d2 = (filter_normalised_direction(network, generator) for _ in range(2))

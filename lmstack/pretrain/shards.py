@@ -23,6 +23,7 @@ import numpy as np
 
 from lmstack.errors import LmstackError
 from lmstack.home import atomic_path
+from lmstack.pretrain.corpus import clean_documents
 from lmstack.tokenizer import Tokenizer
 
 INDEX_FILE = "index.json"
@@ -188,3 +189,24 @@ def check_enough_tokens(windows: TokenWindows, seq_len: int) -> None:
     if windows.total_windows == 0:
         raise LmstackError(f"the corpus holds {windows.index['tokens']} tokens, fewer than one sequence of "
                            f"{seq_len + 1}; add text or lower data.max_len")
+
+
+def text_windows(data: str | os.PathLike, tokenizer: Tokenizer, count: int, length: int) -> "torch.Tensor":
+    """[count or fewer, length] token ids for a quick measurement, without writing shards: the last
+    windows of a shard folder, or the first tokens of a corpus (documents joined by end-of-text)."""
+    import torch
+
+    if is_shard_dir(data):
+        shards = TokenWindows(data, length - 1)
+        taken = shards[max(0, len(shards) - count):]
+    else:
+        ids: list[int] = []
+        end = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+        for text in clean_documents([data], dedup=False):
+            ids += tokenizer.encode(text, add_special_tokens=False) + [end]
+            if len(ids) >= count * length:
+                break
+        taken = [torch.tensor(ids[i:i + length]) for i in range(0, len(ids) - length + 1, length)][:count]
+    if not taken:
+        raise LmstackError(f"{data} holds fewer than {length} tokens; give more text or a shorter length")
+    return torch.stack(taken)
