@@ -159,3 +159,34 @@ def shards(
     index = json.loads((folder / "index.json").read_text())
     typer.echo(f"{index['tokens']:,} tokens from {index['documents']:,} documents in {len(index['shards'])} shard(s) "
                f"-> {folder} (dropped: {index['stats']['dropped'] or 'none'})")
+
+
+@app.command()
+def synth(
+    seeds: str = typer.Argument(..., help="Seed tasks (JSONL of {instruction, kind?, tests?, answer?}) or "
+                                          "lmstack:synth_seeds."),
+    output: Path = typer.Argument(..., help="Where to write the accepted chats (messages JSONL)."),
+    model: str = typer.Option(None, "--model", help="An lmstack model that writes the data."),
+    endpoint: str = typer.Option(None, "--endpoint", help="Or an OpenAI-compatible base URL (…/v1)."),
+    endpoint_model: str = typer.Option("default", "--endpoint-model", help="The model name the endpoint serves."),
+    per_seed: int = typer.Option(1, "--per-seed", min=1, max=10_000, help="Samples per seed task."),
+    evolve: int = typer.Option(1, "--evolve", min=0, max=10, help="Evol-Instruct rewrites per instruction."),
+    max_new_tokens: int = typer.Option(256, "--max-new-tokens", min=1, max=32768),
+    temperature: float = typer.Option(0.7, "--temperature", min=0.0, max=5.0),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1),
+    eval_sets: list[str] = typer.Option([], "--eval", help="Evaluation sets to decontaminate against (repeatable)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from OUTPUT.partial.jsonl."),
+    overwrite: bool = OVERWRITE,
+) -> None:
+    """Synthesise instruction data from seed tasks: personas, Evol-Instruct, verified answers."""
+    from lmstack.data.synth import endpoint_generator, load_seeds, model_generator, synthesize
+    from lmstack.errors import LmstackError
+
+    if bool(model) == bool(endpoint):
+        raise LmstackError("give exactly one generator: --model MODEL or --endpoint URL")
+    load_seeds(seeds)  # checked before a model loads
+    generate = (model_generator(model, max_new_tokens=max_new_tokens, temperature=temperature) if model else
+                endpoint_generator(endpoint, endpoint_model, max_new_tokens=max_new_tokens, temperature=temperature))
+    report = synthesize(seeds, output, generate, per_seed=per_seed, evolve=evolve, seed=seed, eval_sets=eval_sets,
+                        generator_name=model or f"{endpoint}#{endpoint_model}", resume=resume, overwrite=overwrite)
+    typer.echo(report.summary())
