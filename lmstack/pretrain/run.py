@@ -20,6 +20,7 @@ from typing import Sequence
 from lmstack import registry
 from lmstack.errors import LmstackError
 from lmstack.home import atomic_path, check_output
+from lmstack.pretrain.shards import is_shard_dir
 from lmstack.pretrain.sizing import shape_for_depth, training_flops
 from lmstack.train.recipe import Recipe
 from lmstack.train.run import train_recipe
@@ -103,7 +104,8 @@ def pretrain_sizes(recipe: Recipe, depths: Sequence[int], *, overwrite: bool = F
         raw.setdefault("data", {})["train"] = data
         result = pretrain(Recipe.model_validate(raw), overwrite=overwrite)
         results.append(result)
-        data = str(out_dir / f"d{sorted(set(depths))[0]}" / "data")  # later sizes reuse the first run's shards
+        if not is_shard_dir(data):  # later sizes train on the shards the first run made
+            data = str(out_dir / f"d{depth}" / "data")
     fit = power_law([r.flops for r in results], [r.val_loss for r in results])
     with atomic_path(out_dir / "scaling.json") as tmp:
         tmp.write_text(json.dumps({"runs": [asdict(r) for r in results], "fit": fit}, indent=2))

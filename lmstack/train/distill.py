@@ -8,7 +8,8 @@ Per trained token the loss is
 (forward KL, Hinton et al. 2015). A temperature T > 1 softens both distributions, so the student
 also learns which wrong tokens the teacher finds plausible; T^2 keeps the KL's gradients at the
 scale of the cross-entropy's. kd_weight 0 is plain training on the same data: the baseline a
-distilled student is compared with. The teacher runs frozen, in inference mode, beside the student.
+distilled student is compared with (its KL to the teacher is still measured and logged). The
+teacher runs frozen, without gradients, beside the student.
 
 The data is what SFT takes (chat or text records) or what pre-training takes (a corpus or shard
 folder). The student is `model.ref`, or a model sized from scratch by `model.depth` for
@@ -49,8 +50,6 @@ class DistillLoss:
         logits = model(batch["input_ids"], **inputs)
         targets = batch["labels"][:, 1:][at[:, :-1]]
         ce = F.cross_entropy(logits, targets, reduction="sum")
-        if self.kd_weight == 0:
-            return ce, {"ce": ce.detach()}
         if next(self.teacher.parameters()).device != logits.device:
             self.teacher.to(logits.device)
         with torch.no_grad():
@@ -59,7 +58,7 @@ class DistillLoss:
         kl = F.kl_div(F.log_softmax(logits / t, dim=-1), F.log_softmax(teacher_logits / t, dim=-1),
                       log_target=True, reduction="sum")
         loss = self.kd_weight * t * t * kl + (1 - self.kd_weight) * ce
-        return loss, {"ce": ce.detach(), "kl": kl.detach()}
+        return loss, {"ce": ce.detach(), "kl": kl.detach()}  # both logged, so runs with and without KD compare
 
 
 def uses_corpus(recipe: Recipe) -> bool:
