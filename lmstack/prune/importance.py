@@ -10,73 +10,66 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 
-@torch.no_grad()
+def _measure(model: nn.Module, batch: torch.Tensor, attach: Callable[[int, nn.Module], object]) -> None:
+    """Run `batch` through `model` with the hook `attach(index, layer)` puts on each layer, then remove them."""
+    handles = [attach(i, layer) for i, layer in enumerate(model.model.layers)]
+    try:
+        with torch.no_grad():
+            model(batch)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def block_influence(model: nn.Module, batch: torch.Tensor) -> list[float]:
     """ShortGPT's block influence of every layer on `batch` [B, T] (lower: more redundant)."""
     scores: list[float] = [0.0] * len(model.model.layers)
 
-    def hook(index: int):
+    def attach(index: int, layer: nn.Module):
         def measure(module, args, output):
-            x, y = args[0].float(), output.float()
-            scores[index] = float(1 - F.cosine_similarity(x, y, dim=-1).mean())
-        return measure
+            scores[index] = float(1 - F.cosine_similarity(args[0].float(), output.float(), dim=-1).mean())
+        return layer.register_forward_hook(measure)
 
-    handles = [layer.register_forward_hook(hook(i)) for i, layer in enumerate(model.model.layers)]
-    try:
-        model(batch)
-    finally:
-        for handle in handles:
-            handle.remove()
+    _measure(model, batch, attach)
     return scores
 
 
-@torch.no_grad()
+def _projection_input_scores(model: nn.Module, batch: torch.Tensor, projection: Callable[[nn.Module], nn.Linear],
+                             score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """[layers, ...]: `score(input, weight)` of the projection `projection(layer)` picks in each layer."""
+    rows: dict[int, torch.Tensor] = {}
+
+    def attach(index: int, layer: nn.Module):
+        linear = projection(layer)
+
+        def measure(module, args):
+            rows[index] = score(args[0].float(), linear.weight.float()).cpu()
+        return linear.register_forward_pre_hook(measure)
+
+    _measure(model, batch, attach)
+    return torch.stack([rows[i] for i in range(len(rows))])
+
+
 def head_importance(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
     """[layers, heads]: the mean L2 norm of each head's contribution to the residual stream."""
-    config = model.config
-    result = torch.zeros(config.num_layers, config.num_heads)
+    heads, head_dim = model.config.num_heads, model.config.head_dim
 
-    def hook(index: int, o_proj: nn.Linear):
-        def measure(module, args):
-            x = args[0].float()  # [B, T, heads x head_dim], the attention output before o_proj
-            heads = x.view(*x.shape[:2], config.num_heads, config.head_dim)
-            weight = o_proj.weight.float().view(-1, config.num_heads, config.head_dim)  # [hidden, H, D]
-            written = torch.einsum("bthd,ohd->btho", heads, weight)
-            result[index] = written.norm(dim=-1).mean(dim=(0, 1)).cpu()
-        return measure
+    def written(attention: torch.Tensor, o_proj: torch.Tensor) -> torch.Tensor:
+        per_head = attention.unflatten(-1, (heads, head_dim))  # the attention output [B, T, H, D]
+        out = torch.einsum("bthd,ohd->btho", per_head, o_proj.view(-1, heads, head_dim))
+        return out.norm(dim=-1).mean(dim=(0, 1))
 
-    handles = [layer.self_attn.o_proj.register_forward_pre_hook(hook(i, layer.self_attn.o_proj))
-               for i, layer in enumerate(model.model.layers)]
-    try:
-        model(batch)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return result
+    return _projection_input_scores(model, batch, lambda layer: layer.self_attn.o_proj, written)
 
 
-@torch.no_grad()
 def channel_importance(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
     """[layers, intermediate]: mean |activation| of each MLP channel times its down_proj column norm."""
-    config = model.config
-    result = torch.zeros(config.num_layers, config.intermediate_size)
-
-    def hook(index: int, down_proj: nn.Linear):
-        def measure(module, args):
-            activation = args[0].float().abs().mean(dim=(0, 1))
-            result[index] = (activation * down_proj.weight.float().norm(dim=0)).cpu()
-        return measure
-
-    handles = [layer.mlp.down_proj.register_forward_pre_hook(hook(i, layer.mlp.down_proj))
-               for i, layer in enumerate(model.model.layers)]
-    try:
-        model(batch)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return result
+    return _projection_input_scores(model, batch, lambda layer: layer.mlp.down_proj,
+                                    lambda activation, down: activation.abs().mean(dim=(0, 1)) * down.norm(dim=0))
