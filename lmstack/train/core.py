@@ -16,6 +16,7 @@ a checkpoint that `resume=True` continues from exactly.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import random
@@ -114,8 +115,14 @@ def batch_indices(step: int, num_samples: int, global_batch: int, seed: int) -> 
     """The samples of global batch `step`: each epoch is a fresh permutation; a last partial batch is dropped."""
     per_epoch = num_samples // global_batch
     epoch, position = divmod(step, per_epoch)
-    order = torch.randperm(num_samples, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+    order = _epoch_order(num_samples, seed, epoch)
     return order[position * global_batch : (position + 1) * global_batch].tolist()
+
+
+@functools.lru_cache(maxsize=2)
+def _epoch_order(num_samples: int, seed: int, epoch: int) -> torch.Tensor:
+    """One epoch's permutation, drawn once (a pre-training corpus has millions of windows)."""
+    return torch.randperm(num_samples, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
 
 
 def real_tokens(batch: Batch) -> int:
