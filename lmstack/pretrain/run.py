@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -38,6 +39,8 @@ class PretrainResult:
     unigram_perplexity: float | None
 
     def summary(self) -> str:
+        if not math.isfinite(self.perplexity):
+            return f"trained {self.steps} steps (no held-out windows: data.val_fraction is 0) -> {self.model}"
         bar = f" (unigram baseline {self.unigram_perplexity:.1f})" if self.unigram_perplexity else ""
         return f"held-out perplexity {self.perplexity:.2f}{bar} after {self.steps} steps -> {self.model}"
 
@@ -61,14 +64,19 @@ def with_defaults(recipe: Recipe) -> Recipe:
     return Recipe.model_validate(raw)
 
 
-def pretrain(recipe: Recipe, *, resume: bool = False, overwrite: bool = False) -> PretrainResult:
-    """Train as the recipe says; score the model's held-out perplexity in the registry."""
+def pretrain(recipe: Recipe, *, resume: bool = False, overwrite: bool = False) -> PretrainResult | None:
+    """Train as the recipe says; score the model's held-out perplexity in the registry.
+
+    Under torchrun only the main process saves and scores; the others return None."""
     recipe = with_defaults(recipe)
     run = train_recipe(recipe, resume=resume, overwrite=overwrite)
+    if run.output is None:
+        return None
     artifact = registry.find_by_path(run.output)
     metadata = artifact.metadata or {}
     val_loss = run.train.metrics.get("val_loss", math.nan)
-    tokens = run.train.steps * recipe.run.batch_size * recipe.run.grad_accum * (recipe.data.max_len - 1)
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    tokens = run.train.steps * recipe.run.batch_size * recipe.run.grad_accum * processes * (recipe.data.max_len - 1)
     result = PretrainResult(recipe.model.depth, str(run.output), run.train.steps, tokens,
                             training_flops(_config_of(run.output), tokens), val_loss, math.exp(val_loss),
                             metadata.get("unigram_perplexity"))

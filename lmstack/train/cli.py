@@ -128,7 +128,9 @@ def pretrain(
             typer.echo(f"d{result.depth}: {result.flops:.3g} FLOPs, {result.summary()}")
         typer.echo(f"loss-vs-compute fit and plot in {loaded.run.out_dir}/scaling.json, scaling.png")
         return
-    typer.echo(run_pretrain(loaded, resume=resume, overwrite=overwrite).summary())
+    result = run_pretrain(loaded, resume=resume, overwrite=overwrite)
+    if result is not None:  # None on torchrun's other processes
+        typer.echo(result.summary())
 
 
 def _override_dict(tokens: list[str]) -> dict:
