@@ -19,6 +19,7 @@ from typing import Sequence
 from lmstack import registry
 from lmstack.data.filters import CORPUS_RULES
 from lmstack.data.io import dataset_reference
+from lmstack.home import remove_stale_temporaries
 from lmstack.pretrain.corpus import CorpusStats, clean_documents, corpus_files
 from lmstack.pretrain.shards import INDEX_FILE, SHARD_TOKENS, tokenizer_hash, write_shards
 from lmstack.tokenizer import Tokenizer
@@ -39,6 +40,7 @@ def prepare_shards(corpus: Sequence[str | os.PathLike], tokenizer: Tokenizer, ou
     index_path = out / INDEX_FILE
     existing = json.loads(index_path.read_text()) if index_path.is_file() else {}
     if existing.get("source_fingerprint") != key:
+        remove_stale_temporaries(out.parent)  # shards of a run killed while writing them
         stats = CorpusStats()
         texts = clean_documents(corpus, rules=CORPUS_RULES if filter else None, dedup=dedup, threshold=threshold,
                                 workers=workers, stats=stats)
