@@ -237,10 +237,13 @@ ENGINES = {"lmstack": run_lmstack, "plain": run_plain, "litgpt": run_litgpt}
 def dedup_documents(count: int) -> list[str]:
     """Paragraphs of standard-library source, plus near-copies (one word changed) of a tenth of them."""
     paragraphs = []
-    for path in stdlib_files():
+    for path in sorted(STDLIB.glob("*.py")) + stdlib_files():
         for block in path.read_text(encoding="utf-8", errors="replace").split("\n\n"):
-            if len(block.split()) >= 30:
+            if len(block.split()) >= 20:
                 paragraphs.append(block)
+    if len(paragraphs) < count * 0.9:
+        raise SystemExit(f"the standard library gives {len(paragraphs)} paragraphs; pass --dedup-docs "
+                         f"{int(len(paragraphs) / 0.9)} or fewer")
     rng = random.Random(0)
     originals = paragraphs[: int(count * 0.9)]
     copies = []
