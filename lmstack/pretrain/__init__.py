@@ -5,6 +5,7 @@
     shards.py              memory-mapped token shards with an index; windows; the unigram baseline
     pipeline.py            corpus -> shards, reused while nothing changed, recorded in the registry
     sizing.py              one depth knob -> width, heads, learning rate; FLOPs; initialisation
+    recipe.py              pre-training defaults, and the input checks that run before torch loads
     run.py                 `lmstack train pretrain`: defaults, held-out perplexity, --sizes scaling fit
     landscape.py           loss along two random filter-normalised directions, plotted
     cli.py                 `lmstack tokenizer train`

@@ -3,10 +3,6 @@
     pretrain(recipe)                   one run; perplexity on held-out windows vs the unigram bar
     pretrain(recipe, sizes=[2, 3, 4])  one run per depth on the same shards, then a power law
                                        loss = a * compute^b fitted to their final losses, plotted
-
-A from-scratch recipe gets pre-training defaults for every value it leaves unset (full training,
-5% held out, the depth's learning rate, AdamW betas (0.9, 0.95), weight decay 0.1, a short
-warm-up); what ran is what the run folder's recipe.yaml and the registry record.
 """
 
 from __future__ import annotations
@@ -21,6 +17,7 @@ from typing import Sequence
 from lmstack import registry
 from lmstack.errors import LmstackError
 from lmstack.home import atomic_path, check_output
+from lmstack.pretrain.recipe import with_defaults
 from lmstack.pretrain.shards import is_shard_dir
 from lmstack.pretrain.sizing import shape_for_depth, training_flops
 from lmstack.train.recipe import Recipe
@@ -43,25 +40,6 @@ class PretrainResult:
             return f"trained {self.steps} steps (no held-out windows: data.val_fraction is 0) -> {self.model}"
         bar = f" (unigram baseline {self.unigram_perplexity:.1f})" if self.unigram_perplexity else ""
         return f"held-out perplexity {self.perplexity:.2f}{bar} after {self.steps} steps -> {self.model}"
-
-
-def with_defaults(recipe: Recipe) -> Recipe:
-    """The recipe with pre-training's defaults where it leaves a value unset (explicit values win)."""
-    shape = shape_for_depth(recipe.model.depth, recipe.model.width, recipe.model.heads) if recipe.model.depth else None
-    steps = recipe.run.steps or 1000
-    defaults = {
-        "objective": {"loss": "pretrain"},
-        "data": {"val_fraction": 0.05},
-        "optimizer": {"betas": (0.9, 0.95), "weight_decay": 0.1, "warmup_steps": max(1, min(100, steps // 20)),
-                      "min_lr_ratio": 0.1, **({"lr": shape.lr} if shape else {})},
-        **({"method": {"type": "full"}, "model": {"ref": ""}} if shape else {}),
-    }
-    raw = recipe.model_dump(mode="json")
-    for section, values in defaults.items():
-        given = getattr(recipe, section).model_fields_set
-        raw[section].update({key: value for key, value in values.items() if key not in given})
-    raw["objective"]["loss"] = "pretrain"
-    return Recipe.model_validate(raw)
 
 
 def pretrain(recipe: Recipe, *, resume: bool = False, overwrite: bool = False) -> PretrainResult | None:

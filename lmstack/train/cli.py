@@ -108,8 +108,7 @@ def pretrain(
 ) -> None:
     """Pre-train a Llama-style model from raw text (from scratch with --depth, else continue model.ref)."""
     from lmstack.errors import LmstackError
-    from lmstack.pretrain.run import pretrain as run_pretrain
-    from lmstack.pretrain.run import pretrain_sizes
+    from lmstack.pretrain.recipe import check_inputs, with_defaults
     from lmstack.train.recipe import load_recipe
 
     args = ctx.args
@@ -119,6 +118,11 @@ def pretrain(
              "run.out_dir": out_dir}
     overrides = {**_override_dict(args), **{k: v for k, v in flags.items() if v is not None}}
     loaded = load_recipe(recipe, {**overrides, "objective.loss": "pretrain"})
+    if not sizes:
+        check_inputs(with_defaults(loaded))  # before torch and the trainer load: bad input fails at once
+    from lmstack.pretrain.run import pretrain as run_pretrain
+    from lmstack.pretrain.run import pretrain_sizes
+
     if sizes:
         try:
             depths = [int(part) for part in sizes.split(",")]

@@ -19,9 +19,8 @@ import torch
 from lmstack import registry
 from lmstack.errors import LmstackError
 from lmstack.hub.load import ModelBundle, load_model
-from lmstack.inputs import check_dir
 from lmstack.model.transformer import Transformer
-from lmstack.pretrain.corpus import corpus_files
+from lmstack.pretrain.recipe import check_inputs
 from lmstack.pretrain.pipeline import prepare_shards
 from lmstack.pretrain.shards import (TokenWindows, check_enough_tokens, is_shard_dir, read_index, tokenizer_hash,
                                      unigram_perplexity)
@@ -31,33 +30,7 @@ from lmstack.train.core import Plan
 from lmstack.train.recipe import Recipe
 from lmstack.train.sft import NextTokenLoss
 
-
-def check_inputs(recipe: Recipe) -> None:
-    """The corpus, the tokenizer and the model's shape, checked before anything loads."""
-    data, model = recipe.data, recipe.model
-    if not data.train:
-        raise LmstackError("no pre-training data; pass --data (text files, a folder, JSONL, Parquet or shards)")
-    if data.val:
-        raise LmstackError("pre-training holds out data.val_fraction of the corpus; leave data.val unset")
-    if data.max_len < 2:
-        raise LmstackError(f"data.max_len must be at least 2 tokens (an input and its next token), got {data.max_len}")
-    if is_shard_dir(data.train):
-        read_index(data.train)
-    else:
-        corpus_files([data.train])
-    if model.depth is None:
-        if model.tokenizer or model.width or model.heads:
-            raise LmstackError("model.tokenizer, width and heads size a model from scratch; give model.depth too")
-        return
-    if not model.tokenizer:
-        raise LmstackError("a model trained from scratch needs a tokenizer; pass --tokenizer DIR "
-                           "(make one with `lmstack tokenizer train`)")
-    if not (check_dir(model.tokenizer, "tokenizer folder") / "tokenizer.json").is_file():
-        raise LmstackError(f"{model.tokenizer} has no tokenizer.json; pass a folder made by `lmstack tokenizer train`")
-    shape_for_depth(model.depth, model.width, model.heads)
-    if recipe.method.type != "full":
-        raise LmstackError(f"a model trained from scratch trains every weight; set method.type full, "
-                           f"not {recipe.method.type}")
+__all__ = ["check_inputs", "initial_bundle", "plan", "collate_windows"]
 
 
 def initial_bundle(recipe: Recipe) -> ModelBundle:
