@@ -140,25 +140,15 @@ def shards(
 ) -> None:
     """Clean, deduplicate and tokenize a pre-training corpus into memory-mapped token shards."""
     from lmstack.errors import LmstackError
-    from lmstack.home import check_output
-    from lmstack.inputs import check_dir
-    from lmstack.pretrain.corpus import corpus_files
-    from lmstack.pretrain.pipeline import prepare_shards
-    from lmstack.registry import id_for
-    from lmstack.tokenizer import Tokenizer
+    from lmstack.pretrain.pipeline import shard_corpus
 
     if len(corpus) < 2:
         raise LmstackError("give the corpus and then the output folder: lmstack data shards CORPUS... OUT")
     *sources, out = corpus
-    check_output(out, overwrite=overwrite)
-    corpus_files(sources)
-    backend = Tokenizer.from_dir(check_dir(tokenizer, "tokenizer folder"))
-    folder, _ = prepare_shards(sources, backend, out, filter=not no_filter, dedup=not no_dedup, threshold=threshold,
-                               workers=workers, shard_tokens=shard_tokens,
-                               tokenizer_id=id_for(tokenizer, kind="tokenizer"))
-    index = json.loads((folder / "index.json").read_text())
+    index = shard_corpus(sources, out, tokenizer, overwrite=overwrite, filter=not no_filter, dedup=not no_dedup,
+                         threshold=threshold, workers=workers, shard_tokens=shard_tokens)
     typer.echo(f"{index['tokens']:,} tokens from {index['documents']:,} documents in {len(index['shards'])} shard(s) "
-               f"-> {folder} (dropped: {index['stats']['dropped'] or 'none'})")
+               f"-> {out} (dropped: {index['stats']['dropped'] or 'none'})")
 
 
 @app.command()
@@ -179,12 +169,13 @@ def synth(
     overwrite: bool = OVERWRITE,
 ) -> None:
     """Synthesise instruction data from seed tasks: personas, Evol-Instruct, verified answers."""
-    from lmstack.data.synth import endpoint_generator, load_seeds, model_generator, synthesize
+    from lmstack.data.synth import check_synth_output, endpoint_generator, load_seeds, model_generator, synthesize
     from lmstack.errors import LmstackError
 
     if bool(model) == bool(endpoint):
         raise LmstackError("give exactly one generator: --model MODEL or --endpoint URL")
     load_seeds(seeds)  # checked before a model loads
+    check_synth_output(output, resume=resume, overwrite=overwrite)
     generate = (model_generator(model, max_new_tokens=max_new_tokens, temperature=temperature) if model else
                 endpoint_generator(endpoint, endpoint_model, max_new_tokens=max_new_tokens, temperature=temperature))
     report = synthesize(seeds, output, generate, per_seed=per_seed, evolve=evolve, seed=seed, eval_sets=eval_sets,

@@ -22,7 +22,7 @@ from lmstack import registry
 from lmstack.data.dedup import deduplicate, record_text
 from lmstack.data.filters import FilterRules, check_text
 from lmstack.data.formats import normalize_record
-from lmstack.data.io import dataset_reference, read_source, write_jsonl
+from lmstack.data.io import dataset_path, dataset_reference, read_source, write_jsonl
 from lmstack.errors import LmstackError
 from lmstack.home import atomic_write_text, check_output
 
@@ -63,7 +63,7 @@ def _finish(report: CurationReport, records: Iterable[dict], operation: str, set
     write_jsonl(report.output, records)
     if report_path:
         atomic_write_text(report_path, json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
-    parent = registry.id_for(report.input, kind="dataset")
+    parent = registry.id_for(dataset_path(report.input), kind="dataset")
     registry.record("dataset", report.output, name=Path(report.output).name, operation=operation,
                     parents=[parent], recipe=settings, datasets=[dataset_reference(report.input)],
                     metadata={"kept": report.kept, "total": report.total, "removed": dict(report.removed),

@@ -35,7 +35,7 @@ from typing import Any, Callable, Sequence
 from lmstack import registry
 from lmstack.data.curate import contamination_index, find_contamination
 from lmstack.data.dedup import deduplicate
-from lmstack.data.io import dataset_reference, read_source, write_jsonl
+from lmstack.data.io import dataset_path, dataset_reference, read_source, write_jsonl
 from lmstack.errors import LmstackError
 from lmstack.home import check_output
 from lmstack.inputs import decode_utf8
@@ -221,13 +221,9 @@ def synthesize(seeds_path: str, output: str | Path, generate: Generate, *, per_s
                progress: bool = True) -> SynthReport:
     """Generate, verify, deduplicate and decontaminate; write the accepted chats as JSONL."""
     output = Path(output)
-    partial = output.with_name(output.name + ".partial.jsonl")
+    partial = check_synth_output(output, resume=resume, overwrite=overwrite)
     if not resume:
-        check_output(output, overwrite=overwrite, directory=False)
-        check_output(partial, overwrite=overwrite, directory=False)
         partial.unlink(missing_ok=True)
-    elif not partial.is_file():
-        raise LmstackError(f"nothing to resume: {partial} does not exist; run without --resume")
     seeds = load_seeds(seeds_path)
     index = contamination_index(eval_sets, 13) if eval_sets else None
     done = _read_partial(partial) if resume else {}
@@ -261,14 +257,25 @@ def synthesize(seeds_path: str, output: str | Path, generate: Generate, *, per_s
     write_jsonl(output, kept)
     partial.unlink(missing_ok=True)
     registry.record("dataset", output, name=output.name, operation="synth",
-                    parents=[registry.id_for(seeds_path if not seeds_path.startswith("lmstack:") else
-                                             str(read_source(seeds_path).path), kind="dataset")],
+                    parents=[registry.id_for(dataset_path(seeds_path), kind="dataset")],
                     recipe={"generator": generator_name, "per_seed": per_seed, "evolve": evolve, "seed": seed,
                             "eval_sets": [dataset_reference(e) for e in eval_sets]},
                     datasets=[dataset_reference(seeds_path)],
                     metadata={"attempted": report.attempted, "accepted": report.accepted,
                               "rejected": dict(report.rejected)})
     return report
+
+
+def check_synth_output(output: Path, *, resume: bool, overwrite: bool) -> Path:
+    """The progress file beside `output`, once the output may be written (or resumed)."""
+    partial = output.with_name(output.name + ".partial.jsonl")
+    if resume:
+        if not partial.is_file():
+            raise LmstackError(f"nothing to resume: {partial} does not exist; run without --resume")
+        return partial
+    check_output(output, overwrite=overwrite, directory=False)
+    check_output(partial, overwrite=overwrite, directory=False)
+    return partial
 
 
 def _key(seed: dict[str, Any], k: int) -> str:

@@ -1,6 +1,7 @@
 """From a raw corpus to token shards: read, clean, deduplicate, tokenize in parallel, write.
 
     prepare_shards(corpus, tokenizer, out)
+    shard_corpus(corpus, out, tokenizer_dir)   (the `lmstack data shards` command)
 
 The shards are recorded in the registry as a dataset whose parent is the tokenizer, and remember
 a fingerprint of what made them (every corpus file's size and modification time, the tokenizer,
@@ -19,7 +20,8 @@ from typing import Sequence
 from lmstack import registry
 from lmstack.data.filters import CORPUS_RULES
 from lmstack.data.io import dataset_reference
-from lmstack.home import remove_stale_temporaries
+from lmstack.home import check_output, remove_stale_temporaries
+from lmstack.inputs import check_dir
 from lmstack.pretrain.corpus import CorpusStats, clean_documents, corpus_files
 from lmstack.pretrain.shards import INDEX_FILE, SHARD_TOKENS, tokenizer_hash, write_shards
 from lmstack.tokenizer import Tokenizer
@@ -57,3 +59,15 @@ def prepare_shards(corpus: Sequence[str | os.PathLike], tokenizer: Tokenizer, ou
         datasets=existing["corpus"],
         metadata={k: existing[k] for k in ("tokens", "documents", "stats", "tokenizer_sha256") if k in existing})
     return out, shards_id
+
+
+def shard_corpus(corpus: Sequence[str | os.PathLike], out: str | os.PathLike, tokenizer_dir: str | os.PathLike, *,
+                 overwrite: bool = False, **settings) -> dict:
+    """`lmstack data shards`: check everything, make the shards with the tokenizer in `tokenizer_dir`,
+    return their index. `settings` are `prepare_shards`' (filter, dedup, threshold, workers, shard_tokens)."""
+    check_output(out, overwrite=overwrite)
+    corpus_files(corpus)
+    tokenizer = Tokenizer.from_dir(check_dir(tokenizer_dir, "tokenizer folder"))
+    folder, _ = prepare_shards(corpus, tokenizer, out, tokenizer_id=registry.id_for(tokenizer_dir, kind="tokenizer"),
+                               **settings)
+    return json.loads((folder / INDEX_FILE).read_text())

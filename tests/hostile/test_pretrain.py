@@ -225,3 +225,16 @@ def test_prune_fraction_out_of_range(home, tmp_path):
 def test_prune_into_a_non_empty_folder(home, keep):
     with untouched(keep):
         refused(run(["prune", "smollm2-135m-instruct", str(keep), "--layers", "1"], home=home), "--overwrite")
+
+
+def test_synth_existing_output_before_the_model_loads(home, tmp_path):
+    out = tmp_path / "o.jsonl"
+    out.write_text("keep me\n")
+    with untouched(out):
+        refused(run(["data", "synth", "lmstack:synth_seeds", str(out), "--model", "no-such-model"], home=home),
+                "--overwrite")
+
+
+def test_synth_resume_without_progress(home, tmp_path):
+    refused(run(["data", "synth", "lmstack:synth_seeds", str(tmp_path / "o.jsonl"), "--model", "no-such-model",
+                 "--resume"], home=home), "nothing to resume")
