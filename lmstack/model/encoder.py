@@ -55,10 +55,11 @@ class Embeddings(nn.Module):
         self.token_type_embeddings = nn.Embedding(c.type_vocab_size, c.hidden_size)
         self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-        # One segment only (type 0): sentence embedders encode a single text at a time.
-        x = self.word_embeddings(input_ids) + self.position_embeddings(positions) + self.token_type_embeddings.weight[0]
+        # Segment 0 for a single text; a cross-encoder marks the second text of a pair with 1.
+        types = torch.zeros_like(input_ids) if token_type_ids is None else token_type_ids
+        x = self.word_embeddings(input_ids) + self.position_embeddings(positions) + self.token_type_embeddings(types)
         return self.LayerNorm(x)
 
 
@@ -134,13 +135,14 @@ class Encoder(nn.Module):
         self.embeddings = Embeddings(config)
         self.encoder = Stack(config)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Hidden states [B, T, C] of the last layer; `attention_mask` [B, T] is 1 for real tokens."""
         if input_ids.shape[1] > self.config.max_position_embeddings:
             raise LmstackError(f"{input_ids.shape[1]} tokens exceed the encoder's "
                                f"{self.config.max_position_embeddings} positions; truncate the text")
         mask = attention_mask[:, None, None, :].bool()  # every query may see every real key
-        x = self.embeddings(input_ids)
+        x = self.embeddings(input_ids, token_type_ids)
         for layer in self.encoder.layer:
             x = layer(x, mask)
         return x
@@ -152,22 +154,65 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tenso
     return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
 
 
+class CrossEncoder(nn.Module):
+    """A BERT pair classifier (`BertForSequenceClassification`): the [CLS] state through the pooler
+    (dense + tanh) and a linear head; one logit scores how well a passage answers a query."""
+
+    def __init__(self, config: EncoderConfig, num_labels: int = 1):
+        super().__init__()
+        self.config = config
+        self.bert = Encoder(config)
+        self.bert.pooler = Pooler(config)
+        self.classifier = nn.Linear(config.hidden_size, num_labels)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        hidden = self.bert(input_ids, attention_mask, token_type_ids)
+        return self.classifier(self.bert.pooler(hidden[:, 0]))
+
+
+class Pooler(nn.Module):
+    def __init__(self, c: EncoderConfig):
+        super().__init__()
+        self.dense = nn.Linear(c.hidden_size, c.hidden_size)
+
+    def forward(self, cls_state: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.dense(cls_state))
+
+
 def load_encoder(directory: str | Path) -> Encoder:
     """An Encoder from a Hugging Face BERT directory (`config.json` + `model.safetensors`)."""
+    config, state = _read_bert(directory)
+    with torch.device("meta"):
+        model = Encoder(config)
+    state = {name.removeprefix("bert."): tensor for name, tensor in state.items()}
+    return _assign(model, state, directory)
+
+
+def load_cross_encoder(directory: str | Path) -> CrossEncoder:
+    """A CrossEncoder from a `BertForSequenceClassification` directory."""
+    config, state = _read_bert(directory)
+    labels = state["classifier.weight"].shape[0] if "classifier.weight" in state else 1
+    with torch.device("meta"):
+        model = CrossEncoder(config, labels)
+    return _assign(model, state, directory)
+
+
+def _read_bert(directory: str | Path) -> tuple[EncoderConfig, dict[str, torch.Tensor]]:
     from safetensors.torch import load_file
 
     directory = Path(directory)
     config_file, weights_file = directory / "config.json", directory / "model.safetensors"
     if not config_file.is_file() or not weights_file.is_file():
         raise LmstackError(f"{directory} is not an encoder directory (needs config.json and model.safetensors)")
-    config = EncoderConfig.from_hf(json.loads(config_file.read_text(encoding="utf-8")))
-    state = {name.removeprefix("bert."): tensor for name, tensor in load_file(weights_file).items()}
-    with torch.device("meta"):
-        model = Encoder(config)
+    return EncoderConfig.from_hf(json.loads(config_file.read_text(encoding="utf-8"))), load_file(weights_file)
+
+
+def _assign(model: nn.Module, state: dict[str, torch.Tensor], directory: str | Path):
     expected = set(model.state_dict())
     missing = sorted(expected - set(state))
     if missing:
-        raise LmstackError(f"{weights_file} lacks {len(missing)} encoder weights (first: {missing[0]}); "
+        raise LmstackError(f"{directory} lacks {len(missing)} encoder weights (first: {missing[0]}); "
                            "is it a BERT checkpoint?")
     model.load_state_dict({name: state[name] for name in expected}, assign=True)
     return model.eval()

@@ -269,3 +269,33 @@ def embed(embedder: Embedder, texts: list[str], *, batch_size: int = 32, cache: 
     if not texts:
         return np.zeros((0, embedder.dimension), dtype=np.float32)
     return np.stack([known[h] for h in hashes]).astype(np.float32)
+
+
+class CrossEncoderScorer:
+    """Scores (query, passage) pairs with a BERT cross-encoder directory (higher: more relevant)."""
+
+    def __init__(self, directory: str | Path, device: str = "cpu"):
+        from tokenizers import Tokenizer
+
+        from lmstack.model.encoder import load_cross_encoder
+
+        directory = Path(directory)
+        self.model = load_cross_encoder(directory).to(device)
+        self.device = device
+        self.tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(min(512, self.model.config.max_position_embeddings))
+
+    def score(self, query: str, passages: list[str]) -> list[float]:
+        import torch
+
+        encodings = self.tokenizer.encode_batch([(query, passage) for passage in passages])
+        width = max(len(e.ids) for e in encodings)
+        ids, types, mask = (torch.zeros(len(passages), width, dtype=torch.long) for _ in range(3))
+        for row, e in enumerate(encodings):
+            ids[row, : len(e.ids)] = torch.tensor(e.ids)
+            types[row, : len(e.ids)] = torch.tensor(e.type_ids)
+            mask[row, : len(e.ids)] = 1
+        with torch.inference_mode():
+            logits = self.model(ids.to(self.device), mask.to(self.device), types.to(self.device))
+        return logits[:, -1].float().cpu().tolist()  # one label: its logit; two: the "relevant" one

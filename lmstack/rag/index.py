@@ -157,3 +157,28 @@ def build_index(
     )
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def open_for_query(index: str | Path, embedder: str | None = None, need_embedder: bool = True):
+    """(store, embedder) for searching: the embedder the index was built with unless one is named
+    (a different one is refused, since its vectors live in another space)."""
+    store = open_index(index)
+    try:
+        name = embedder or store.info()["embedder"]
+        check_embedder(store, name)
+        return store, load_embedder(name) if need_embedder else None
+    except BaseException:
+        store.close()
+        raise
+
+
+def load_cross_encoder(directory: str | Path | None, reranker: str):
+    """The cross-encoder scorer when `reranker` asks for one (a BERT pair classifier directory)."""
+    if reranker != "cross-encoder":
+        return None
+    if directory is None:
+        raise LmstackError("--rerank cross-encoder needs --cross-encoder DIR (a BertForSequenceClassification directory)")
+    from lmstack.inputs import check_dir
+    from lmstack.rag.embeddings import CrossEncoderScorer
+
+    return CrossEncoderScorer(check_dir(directory, "cross-encoder directory"))

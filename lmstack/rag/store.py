@@ -68,6 +68,10 @@ class Store(Protocol):
 
     def keyword(self, query: str, k: int, where: dict[str, Any] | None = None) -> list[Hit]: ...
 
+    def vectors(self, ids: list[int]) -> np.ndarray:
+        """The stored vectors of these chunks, in order."""
+        ...
+
     def count(self) -> int: ...
 
     def close(self) -> None: ...
@@ -179,6 +183,16 @@ class SqliteStore:
 
     def count(self) -> int:
         return self.connection.execute("SELECT count(*) FROM chunks").fetchone()[0]
+
+    def vectors(self, ids: list[int]) -> np.ndarray:
+        found = {}
+        for start in range(0, len(ids), 500):
+            part = ids[start : start + 500]
+            marks = ",".join("?" * len(part))
+            for rowid, blob in self.connection.execute(
+                    f"SELECT rowid, embedding FROM vectors WHERE rowid IN ({marks})", part):
+                found[rowid] = np.frombuffer(blob, dtype=np.float32)
+        return np.stack([found[i] for i in ids]) if ids else np.zeros((0, self._info["dimension"]), np.float32)
 
     def chunks(self, ids: Iterable[int]) -> dict[int, tuple[str, str, dict]]:
         ids = list(ids)
