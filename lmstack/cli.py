@@ -10,6 +10,7 @@ import sys
 
 import typer
 
+from lmstack.agents.cli import app as agent_app
 from lmstack.data.cli import app as data_app
 from lmstack.eval.cli import app as eval_app
 from lmstack.generate import cli as generate_cli
@@ -34,6 +35,7 @@ app.add_typer(train_app, name="train")
 app.add_typer(eval_app, name="eval")
 app.add_typer(registry_app, name="registry")
 app.add_typer(rag_app, name="rag")
+app.add_typer(agent_app, name="agent")
 
 
 @app.command("export")

@@ -125,14 +125,14 @@ def split_markdown(text: str, size: int, overlap: int) -> list[tuple[str, dict[s
             in_fence = not in_fence
         match = None if in_fence else _HEADER.match(line)
         if match:
-            if any(s.strip() for s in lines):
+            if _has_body(lines):
                 sections.append((list(path), lines))
             level = len(match.group(1))
             path = path[: level - 1] + [""] * max(0, level - 1 - len(path)) + [match.group(2)]
             lines = [line]
         else:
             lines.append(line)
-    if any(s.strip() for s in lines):
+    if _has_body(lines):
         sections.append((path, lines))
     result = []
     for headers, body in sections:
@@ -140,6 +140,11 @@ def split_markdown(text: str, size: int, overlap: int) -> list[tuple[str, dict[s
         for piece in split_recursive("\n".join(body), size, overlap, SEPARATORS["markdown"][4:]):
             result.append((piece, meta))
     return result
+
+
+def _has_body(lines: list[str]) -> bool:
+    """Whether a section has text besides its header (a header alone is no chunk)."""
+    return any(line.strip() and not _HEADER.match(line) for line in lines)
 
 
 def split_tokens(text: str, spans_of: Callable[[str], list[tuple[int, int]]], size: int, overlap: int) -> list[str]:
