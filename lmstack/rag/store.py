@@ -247,10 +247,20 @@ class SqliteStore:
         self.connection.close()
 
 
+# Function words carry no topic: in an OR query they match nearly every chunk and drown the
+# words that matter (BM25's IDF shrinks them, but over a small collection not enough).
+STOPWORDS = frozenset("""a about after all also am an and any are as at be been before being but by can could did do
+does doing for from had has have how i if in into is it its me my no not of on or our shall should so some than that
+the their them then there these they this those to up was we were what when where which while who whom why will with
+would you your""".split())
+
+
 def fts_query(text: str) -> str:
-    """A safe FTS5 expression: the text's words, quoted, joined with OR (BM25 ranks the matches)."""
-    words = re.findall(r"\w+", text.lower())
-    return " OR ".join(f'"{word}"' for word in dict.fromkeys(words))
+    """A safe FTS5 expression: the text's words (function words dropped unless nothing else is
+    left), quoted, joined with OR (BM25 ranks the matches)."""
+    words = list(dict.fromkeys(re.findall(r"\w+", text.lower())))
+    content = [word for word in words if word not in STOPWORDS] or words
+    return " OR ".join(f'"{word}"' for word in content)
 
 
 class _Transaction:
