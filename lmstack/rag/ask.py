@@ -5,8 +5,9 @@
 2. Each query retrieves hybrid candidates; the rankings are fused with RRF.
 3. Re-ranking: `llm` scores each candidate by the model's P(Yes) to "is this passage relevant?";
    `cross-encoder` scores (question, passage) pairs with a BERT cross-encoder; `none` keeps RRF.
-4. Nothing relevant (the best candidate's cosine similarity to the question below
-   `min_similarity`) gives a refusal instead of an answer made up from unrelated text.
+4. Nothing relevant (no candidate shares a content word with the question, and none is at
+   least `min_similarity` close to it) gives a refusal instead of an answer made up from
+   unrelated text.
 5. Numbered passages are added best first while they fit the model's window, and the answer's
    [n] markers are mapped back to the chunks they cite.
 
@@ -135,7 +136,7 @@ def retrieve(
     hyde: bool = False,
     reranker: str = "none",
     cross_encoder: Any = None,
-    min_similarity: float = 0.2,
+    min_similarity: float = 0.35,
     where: dict[str, Any] | None = None,
     graph: bool = False,
 ) -> tuple[list[Hit], list[str]]:
@@ -157,9 +158,11 @@ def retrieve(
 
         rankings.append(graph_hits(store, question, fetch_k))
     candidates = reciprocal_rank_fusion(rankings)[:fetch_k]
-    # Relevance gate on the question itself: cosine similarity of its vector to each candidate's.
+    # Relevance gate on the question itself: a candidate shares a content word with it (BM25
+    # matched it; function words are not searched), or its vector is close to the question's.
+    keyword_ids = {hit.id for hit in rankings[len(vectors)]}
     similarity = store.vectors([hit.id for hit in candidates]) @ vectors[0]
-    relevant = [hit for hit, s in zip(candidates, similarity) if s >= min_similarity]
+    relevant = [hit for hit, s in zip(candidates, similarity) if s >= min_similarity or hit.id in keyword_ids]
     return rerank(relevant, question, reranker, llm, cross_encoder)[:k], queries
 
 
