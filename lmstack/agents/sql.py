@@ -41,7 +41,7 @@ def check_query(sql: str) -> str:
     if not statement:
         raise LmstackError("the SQL query is empty")
     if ";" in _without_strings(statement):
-        raise LmstackError("only one SQL statement at a time; remove the extra ';'")
+        raise LmstackError("only one SQL statement at a time (a single SELECT); remove the extra ';'")
     first = statement.split(None, 1)[0].upper()
     if first not in ("SELECT", "WITH"):
         raise LmstackError(f"only SELECT queries may run (this one starts with {first}); the database is read-only")
