@@ -20,7 +20,7 @@ from lmstack.home import lmstack_home
 from lmstack.rag.embeddings import DEFAULT_EMBEDDER, Embedder, EmbeddingCache, embed, load_embedder
 from lmstack.rag.loaders import Skipped, Unreadable, find_files, load_file
 from lmstack.rag.splitters import SplitterConfig, split_documents
-from lmstack.rag.store import FileRecord, SqliteStore, Store
+from lmstack.rag.store import FileRecord, QdrantStore, SqliteStore, Store
 
 INDEX_SUFFIX = ".sqlite"
 
@@ -55,9 +55,21 @@ def index_path(index: str | Path) -> Path:
     return lmstack_home() / "indexes" / f"{text}{INDEX_SUFFIX}"
 
 
-def open_index(index: str | Path, embedder: Embedder | None = None) -> SqliteStore:
+def open_store(index: str | Path, create: dict[str, Any] | None = None) -> Store:
+    """The store INDEX names: `qdrant:LOCATION#COLLECTION` (a folder for Qdrant's local mode, or a
+    server URL), else a SQLite index file (a path or a name under the lmstack home)."""
+    text = str(index)
+    if text.startswith("qdrant:"):
+        location, _, collection = text.removeprefix("qdrant:").partition("#")
+        if not location:
+            raise LmstackError(f"write a Qdrant index as qdrant:FOLDER_OR_URL#COLLECTION, got {text!r}")
+        return QdrantStore(location, collection or "lmstack", create=create)
+    return SqliteStore(index_path(index), create=create)
+
+
+def open_index(index: str | Path, embedder: Embedder | None = None) -> Store:
     """An existing index; with `embedder`, refuse one built with a different embedding model."""
-    store = SqliteStore(index_path(index))
+    store = open_store(index)
     if embedder is not None:
         check_embedder(store, embedder.name)
     return store
@@ -100,13 +112,14 @@ def build_index(
     if not files:
         raise LmstackError(f"no files to index under {root} (an empty folder, or --include/--exclude "
                            "left nothing); supported: text, Markdown, HTML, PDF, JSON/JSONL, CSV, source code")
-    target = index_path(index)
-    if target.exists() and target.is_dir():
+    qdrant = str(index).startswith("qdrant:")
+    target = Path(str(index)) if qdrant else index_path(index)
+    if not qdrant and target.exists() and target.is_dir():
         raise LmstackError(f"{target} is a folder; the index is a file (give a file path or a name)")
     model = load_embedder(embedder) if isinstance(embedder, str) else embedder
     settings = {"embedder": model.name, "dimension": model.dimension, "splitter": asdict(splitter)}
-    store = SqliteStore(target, create=settings)
-    summary = IndexSummary(index=str(target), files_seen=len(files))
+    store = open_store(index, create=settings)
+    summary = IndexSummary(index=str(index) if qdrant else str(target), files_seen=len(files))
     cache = EmbeddingCache()
     try:
         check_embedder(store, model.name)
@@ -149,7 +162,7 @@ def build_index(
         store.close()
         cache.close()
     summary.registry_id = registry.record(
-        "index", target, name=target.stem, operation="rag-index",
+        "index", target if not qdrant else str(index).removeprefix("qdrant:").split("#")[0], name=target.stem, operation="rag-index",
         recipe={"embedder": model.name, "splitter": asdict(splitter), "include": include, "exclude": exclude},
         datasets=roots,
         metadata={"sources": roots, "chunks": summary.chunks_total, "files": files_indexed,

@@ -279,3 +279,113 @@ def _is_sqlite(path: Path) -> bool:
     with open(path, "rb") as handle:
         header = handle.read(16)
     return header == b"SQLite format 3\x00" or (header == b"" and path.stat().st_size == 0)
+
+
+class QdrantStore:
+    """The same interface on Qdrant: `location` is a folder (Qdrant's embedded local mode) or a
+    server URL (`http://...`, a single node or a cluster). Chunks are points whose payload holds
+    the source, text and metadata; settings live in a one-point side collection.
+
+    Keyword search ranks the chunks that Qdrant's full-text payload index matches by how many of
+    the query's content words they contain (term overlap, not BM25: Qdrant has no BM25 ranking
+    without a sparse-vector model).
+    """
+
+    def __init__(self, location: str, collection: str = "lmstack", *, create: dict[str, Any] | None = None):
+        from qdrant_client import QdrantClient, models
+
+        self.models = models
+        self.client = QdrantClient(url=location) if location.startswith(("http://", "https://")) else \
+            QdrantClient(path=location)
+        self.collection, self.meta = collection, f"{collection}__settings"
+        if not self.client.collection_exists(self.meta):
+            if create is None:
+                raise LmstackError(f"no Qdrant collection {collection!r} at {location}; index into it first")
+            dimension = int(create["dimension"])
+            self.client.create_collection(collection, vectors_config=models.VectorParams(
+                size=dimension, distance=models.Distance.COSINE))
+            self.client.create_payload_index(collection, "text", models.TextIndexParams(
+                type=models.TextIndexType.TEXT, tokenizer=models.TokenizerType.WORD, lowercase=True))
+            self.client.create_payload_index(collection, "source", models.PayloadSchemaType.KEYWORD)
+            self.client.create_collection(self.meta, vectors_config=models.VectorParams(size=1, distance=models.Distance.DOT))
+            self._save_info({**create, "schema": SCHEMA_VERSION, "files": {}, "next_id": 1})
+        self._info = self.client.retrieve(self.meta, [0], with_payload=True)[0].payload
+
+    def _save_info(self, info: dict[str, Any]) -> None:
+        self.client.upsert(self.meta, [self.models.PointStruct(id=0, vector=[1.0], payload=info)])
+        self._info = info
+
+    def info(self) -> dict[str, Any]:
+        return {k: v for k, v in self._info.items() if k not in ("files", "next_id")}
+
+    def set_info(self, **values: Any) -> None:
+        self._save_info({**self._info, **values})
+
+    def files(self) -> dict[str, FileRecord]:
+        return {path: FileRecord(path, sha, n) for path, (sha, n) in self._info["files"].items()}
+
+    def add(self, file: FileRecord, chunks: list[Chunk], vectors: np.ndarray) -> None:
+        self._delete_points(file.path)
+        first = self._info["next_id"]
+        points = [self.models.PointStruct(id=first + i, vector=np.asarray(v, dtype=np.float32).tolist(),
+                                          payload={"source": c.source, "text": c.text, "metadata": c.metadata})
+                  for i, (c, v) in enumerate(zip(chunks, vectors))]
+        if points:
+            self.client.upsert(self.collection, points)
+        files = {**self._info["files"], file.path: [file.sha256, len(chunks)]}
+        self._save_info({**self._info, "files": files, "next_id": first + len(chunks)})
+
+    def _source_filter(self, path: str):
+        m = self.models
+        return m.Filter(must=[m.FieldCondition(key="source", match=m.MatchValue(value=path))])
+
+    def _delete_points(self, path: str) -> int:
+        count = self.client.count(self.collection, count_filter=self._source_filter(path), exact=True).count
+        self.client.delete(self.collection, points_selector=self.models.FilterSelector(filter=self._source_filter(path)))
+        return count
+
+    def delete(self, path: str) -> int:
+        removed = self._delete_points(path)
+        self._save_info({**self._info, "files": {p: r for p, r in self._info["files"].items() if p != path}})
+        return removed
+
+    def count(self) -> int:
+        return self.client.count(self.collection, exact=True).count
+
+    def vectors(self, ids: list[int]) -> np.ndarray:
+        found = {p.id: p.vector for p in self.client.retrieve(self.collection, ids, with_vectors=True)}
+        return np.asarray([found[i] for i in ids], dtype=np.float32).reshape(len(ids), self._info["dimension"])
+
+    def chunks(self, ids: Iterable[int]) -> dict[int, tuple[str, str, dict]]:
+        points = self.client.retrieve(self.collection, list(ids), with_payload=True)
+        return {p.id: (p.payload["source"], p.payload["text"], p.payload["metadata"]) for p in points}
+
+    def _hit(self, point, score: float) -> Hit:
+        return Hit(point.id, point.payload["source"], point.payload["text"], score, point.payload["metadata"])
+
+    def dense(self, vector: np.ndarray, k: int, where: dict[str, Any] | None = None) -> list[Hit]:
+        if np.asarray(vector).shape[-1] != self._info["dimension"]:
+            raise LmstackError(f"query vector has {np.asarray(vector).shape[-1]} dimensions, the index "
+                               f"{self._info['dimension']}; search with the index's embedder")
+        want = k if not where else 20 * k
+        points = self.client.query_points(self.collection, query=np.asarray(vector, dtype=np.float32).tolist(),
+                                          limit=want, with_payload=True).points
+        hits = [self._hit(p, p.score) for p in points]
+        return [h for h in hits if _matches(h.metadata, h.source, where)][:k]
+
+    def keyword(self, query: str, k: int, where: dict[str, Any] | None = None) -> list[Hit]:
+        m = self.models
+        words = [w.strip('"') for w in fts_query(query).split(" OR ") if w]
+        if not words:
+            return []
+        condition = m.Filter(should=[m.FieldCondition(key="text", match=m.MatchText(text=w)) for w in words])
+        points, _ = self.client.scroll(self.collection, scroll_filter=condition, limit=10_000, with_payload=True)
+        scored = []
+        for point in points:
+            text = set(re.findall(r"\w+", point.payload["text"].lower()))
+            scored.append(self._hit(point, float(sum(w in text for w in words))))
+        scored.sort(key=lambda hit: -hit.score)
+        return [h for h in scored if _matches(h.metadata, h.source, where)][:k]
+
+    def close(self) -> None:
+        self.client.close()
