@@ -10,7 +10,6 @@ program (after); the dev set chooses, so report a held-out score too when claimi
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from dataclasses import asdict, dataclass, field
@@ -18,7 +17,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lmstack.errors import LmstackError
-from lmstack.inputs import read_text
 
 METRICS: dict[str, Callable[[str, str], float]] = {
     "exact": lambda prediction, expected: float(_normal(prediction) == _normal(expected)),
@@ -42,20 +40,15 @@ class Program:
 
 def read_examples(path: str | Path) -> list[dict[str, str]]:
     """JSONL rows of {"input", "output"}, checked."""
-    rows = []
-    for number, line in enumerate(read_text(path, "examples file").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise LmstackError(f"{path} line {number}: invalid JSON ({error.msg})") from None
-        if not isinstance(row, dict) or not all(isinstance(row.get(key), str) for key in ("input", "output")):
-            raise LmstackError(f"{path} line {number}: needs \"input\" and \"output\" strings")
-        rows.append({"input": row["input"], "output": row["output"]})
-    if not rows:
-        raise LmstackError(f"{path} has no examples")
-    return rows
+    from lmstack.data.io import read_source
+
+    source = read_source(path)
+    for row, where in zip(source.records, source.locations):
+        if not all(isinstance(row.get(key), str) for key in ("input", "output")):
+            raise LmstackError(f"{source.path}, {where}: needs \"input\" and \"output\" strings")
+    if not source.records:
+        raise LmstackError(f"{source.path} has no examples")
+    return [{"input": row["input"], "output": row["output"]} for row in source.records]
 
 
 def evaluate_program(llm, program: Program, dev: list[dict[str, str]], metric: str = "exact",

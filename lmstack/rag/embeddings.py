@@ -18,8 +18,6 @@ import importlib.util
 import json
 import os
 import sqlite3
-import urllib.error
-import urllib.request
 import zipfile
 from pathlib import Path
 from typing import Protocol
@@ -182,18 +180,14 @@ class OpenAIEmbedder:
         return self._dimension
 
     def embed_batch(self, texts: list[str]) -> np.ndarray:
-        body = json.dumps({"model": self.model, "input": texts}).encode()
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        request = urllib.request.Request(f"{self.base_url}/embeddings", data=body, headers=headers)
+        from lmstack.rag.llm import post_json
+
+        reply = post_json(f"{self.base_url}/embeddings", {"model": self.model, "input": texts}, self.api_key, self.timeout)
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                reply = json.loads(response.read())
             rows = sorted(reply["data"], key=lambda item: item["index"])
             vectors = np.asarray([row["embedding"] for row in rows], dtype=np.float32)
-        except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError) as error:
-            raise LmstackError(f"the embeddings endpoint {self.base_url} failed ({error}); check the URL and model") from None
+        except (KeyError, TypeError, ValueError) as error:
+            raise LmstackError(f"the embeddings endpoint {self.base_url} sent no vectors ({error})") from None
         if vectors.shape[0] != len(texts):
             raise LmstackError(f"the embeddings endpoint returned {vectors.shape[0]} vectors for {len(texts)} texts")
         self._dimension = vectors.shape[1]

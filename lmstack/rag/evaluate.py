@@ -18,7 +18,6 @@ parse failure: counted, and left out of the score rather than guessed.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -27,16 +26,12 @@ import numpy as np
 
 from lmstack import registry
 from lmstack.errors import LmstackError
-from lmstack.inputs import read_text
 from lmstack.rag.ask import ask
 from lmstack.rag.embeddings import Embedder, embed
 from lmstack.rag.index import index_path, open_for_query
 from lmstack.rag.llm import LLM, load_llm
 from lmstack.rag.retrieval_metrics import retrieval_scores
 from lmstack.rag.search import search
-
-SHIPPED = {"lmstack:rag_questions": "rag_questions.jsonl"}
-
 
 def shipped_corpus() -> Path:
     """The small labelled corpus that ships with lmstack (a lab handbook in several formats)."""
@@ -45,23 +40,19 @@ def shipped_corpus() -> Path:
 
 def read_questions(reference: str) -> list[dict[str, Any]]:
     """Labelled questions from a JSONL file (or `lmstack:rag_questions`), each checked."""
-    path = Path(__file__).resolve().parents[1] / "datasets" / SHIPPED[reference] if reference in SHIPPED else Path(reference)
+    from lmstack.data.io import read_source
+
+    source = read_source(reference)
     rows = []
-    for number, line in enumerate(read_text(path, "questions file").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise LmstackError(f"{path} line {number}: invalid JSON ({error.msg})") from None
-        if not isinstance(row, dict) or not isinstance(row.get("question"), str) or not row["question"].strip():
-            raise LmstackError(f"{path} line {number}: needs a \"question\" string (and \"answer\", \"sources\")")
+    for row, where in zip(source.records, source.locations):
+        if not isinstance(row.get("question"), str) or not row["question"].strip():
+            raise LmstackError(f"{source.path}, {where}: needs a \"question\" string (and \"answer\", \"sources\")")
         sources = row.get("sources", [])
         if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources):
-            raise LmstackError(f"{path} line {number}: \"sources\" must be a list of paths")
+            raise LmstackError(f"{source.path}, {where}: \"sources\" must be a list of paths")
         rows.append({"question": row["question"], "answer": str(row.get("answer", "")), "sources": sources})
     if not rows:
-        raise LmstackError(f"{path} has no questions")
+        raise LmstackError(f"{source.path} has no questions")
     return rows
 
 

@@ -86,16 +86,12 @@ class EndpointLLM:
 
     def _chat(self, prompt: str, system: str | None, **options: Any) -> dict[str, Any]:
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-        body = json.dumps({"model": self.model, "messages": messages, "temperature": 0, **options}).encode()
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        request = urllib.request.Request(f"{self.base_url}/chat/completions", data=body, headers=headers)
+        reply = post_json(f"{self.base_url}/chat/completions", {"model": self.model, "messages": messages,
+                                                                "temperature": 0, **options}, self.api_key, self.timeout)
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return json.loads(response.read())["choices"][0]
-        except (urllib.error.URLError, OSError, ValueError, KeyError, IndexError) as error:
-            raise LmstackError(f"the model endpoint {self.base_url} failed ({error}); check the URL and model") from None
+            return reply["choices"][0]
+        except (KeyError, IndexError, TypeError):
+            raise LmstackError(f"the model endpoint {self.base_url} sent no choices; check the URL and model") from None
 
     def complete(self, prompts: list[str], *, system: str | None = None, max_new_tokens: int = 256,
                  stop: list[str] | None = None) -> list[str]:
@@ -116,6 +112,17 @@ class EndpointLLM:
 
     def count_tokens(self, text: str) -> int:
         return len(text) // 4 + 1  # no tokenizer at hand: about four characters a token
+
+
+def post_json(url: str, payload: dict[str, Any], api_key: str | None, timeout: float) -> Any:
+    """POST JSON to an OpenAI-compatible endpoint and parse the reply; failures are one-line errors."""
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {api_key}"} if api_key else {})}
+    request = urllib.request.Request(url, data=json.dumps(payload).encode(), headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return json.loads(response.read())
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        raise LmstackError(f"the endpoint {url} failed ({error}); check the URL and model") from None
 
 
 def load_llm(ref: str, device: str | None = None, dtype: str | None = None) -> LLM:
