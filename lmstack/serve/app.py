@@ -43,6 +43,7 @@ def create_app(backend: Backend, limits: Limits | None = None, *, served_name: s
         backend.close()
 
     app = FastAPI(title="lmstack", lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    app.state.backend, app.state.admission = backend, admission
     app.include_router(routes.router)
     app.include_router(ui_router(routes))
 

@@ -26,8 +26,8 @@ from lmstack.generate.structured import Grammar
 from lmstack.serve.backend import Backend, Generation, Piece, TokenLogprob
 from lmstack.serve.limits import Admission, APIError, Limits, Slot
 from lmstack.serve.metrics import Stats
-from lmstack.serve.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, ResponseFormat, Sampling
-from lmstack.serve.tools import opens_call, parse_call, tool_grammar
+from lmstack.serve.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, Sampling
+from lmstack.serve.output_format import format_grammar, opens_call, parse_call, tool_grammar
 
 DISCONNECT_CHECK_S = 0.25
 
@@ -130,7 +130,7 @@ class OpenAIRoutes:
         choice = body.tool_choice.model_dump() if hasattr(body.tool_choice, "model_dump") else body.tool_choice
         prompt = await run_in_threadpool(self.backend.chat_prompt, _messages(body), tools)
         max_tokens = self.answer_length(len(prompt), body.length)
-        grammar = _format_grammar(body.response_format) or tool_grammar(tools, choice)
+        grammar = format_grammar(body.response_format) or tool_grammar(tools, choice)
         top = (body.top_logprobs or 0) if body.logprobs else None
         generations = self.generations(body, [prompt], [max_tokens], grammar, top)
         calls = tools if grammar is not None and choice != "none" and tools else None
@@ -191,7 +191,7 @@ class OpenAIRoutes:
                 raise APIError(400, f"token id {max(prompt)} is outside the vocabulary (size "
                                     f"{self.backend.vocab_size})", param="prompt")
         lengths = [self.answer_length(len(p), body.length) for p in prompts]
-        grammar = _format_grammar(body.response_format)
+        grammar = format_grammar(body.response_format)
         generations = self.generations(body, prompts, lengths, grammar, body.logprobs)
         echoes = [self.backend.decode(p) if body.echo else "" for p in prompts for _ in range(body.n)]
         head = {"id": f"cmpl-{secrets.token_hex(12)}", "created": int(time.time()), "model": body.model,
@@ -350,14 +350,6 @@ def _json_or_text(text: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError:
         return text
-
-
-def _format_grammar(response_format: ResponseFormat | None) -> Grammar | None:
-    if response_format is None or response_format.type == "text":
-        return None
-    if response_format.type == "json_object":
-        return Grammar.json_schema({"type": "object"})
-    return Grammar.json_schema(response_format.json_schema.schema_ or {"type": "object"})
 
 
 def _tool_only(calls: list[dict] | None, generation: Generation) -> bool:

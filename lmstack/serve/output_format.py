@@ -1,4 +1,10 @@
-"""Tool calls that always parse: the model's reply is constrained to a valid call.
+"""Answers that always parse: `response_format` and tool calls become grammars for the engine.
+
+`response_format` json_object / json_schema constrain the reply to JSON (matching the schema).
+JSON is written compactly (`{"a": 1, "b": 2}`): without this, a grammar that allows whitespace
+between tokens lets a small model pad its answer with newlines until max_tokens runs out.
+
+Tool calls: the model's reply is constrained to a valid call.
 
 A call is the JSON object `{"name": ..., "arguments": {...}}`, its arguments checked against the
 function's `parameters` schema by the grammar engine while decoding:
@@ -18,6 +24,26 @@ import json
 from typing import Any
 
 from lmstack.generate.structured import Grammar
+
+COMPACT = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+
+
+def json_grammar(schema: dict[str, Any]) -> Grammar:
+    """A JSON schema as a grammar, written compactly unless the schema says otherwise (x-guidance)."""
+    return Grammar.json_schema(_compact(schema))
+
+
+def _compact(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"x-guidance": COMPACT, **schema}
+
+
+def format_grammar(response_format: Any) -> Grammar | None:
+    """The grammar of a `response_format` (None for plain text)."""
+    if response_format is None or response_format.type == "text":
+        return None
+    if response_format.type == "json_object":
+        return json_grammar({"type": "object"})
+    return json_grammar(response_format.json_schema.schema_ or {"type": "object"})
 
 
 def call_schema(tools: list[dict[str, Any]], name: str | None = None) -> dict[str, Any]:
@@ -41,11 +67,11 @@ def tool_grammar(tools: list[dict[str, Any]] | None, choice: str | dict[str, Any
     if not tools or choice == "none":
         return None
     if isinstance(choice, dict):
-        return Grammar.json_schema(call_schema(tools, choice["function"]["name"]))
+        return json_grammar(call_schema(tools, choice["function"]["name"]))
     if choice == "required":
-        return Grammar.json_schema(call_schema(tools))
+        return json_grammar(call_schema(tools))
     # auto: text that does not open with "{", or one call (llguidance's Lark embeds a JSON schema)
-    return Grammar.lark("start: TEXT | call\nTEXT: /[^{](.|\\n)*/\ncall: %json " + json.dumps(call_schema(tools)))
+    return Grammar.lark("start: TEXT | call\nTEXT: /[^{](.|\\n)*/\ncall: %json " + json.dumps(_compact(call_schema(tools))))
 
 
 def opens_call(text: str) -> bool:
