@@ -27,6 +27,7 @@ from lmstack.generate.engine import Engine, EngineConfig, EngineMetrics, Request
 from lmstack.generate.structured import Grammar
 from lmstack.generate.text import resolve_sampling, stop_token_ids
 from lmstack.hub.load import ModelBundle
+from lmstack.peft import read_lora_factors
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,8 @@ class Backend:
         self.embedder_name = embedder
         self.stop_ids = stop_token_ids(bundle)
         self.engine = self._new_engine()
+        for path in self.adapters.values():  # a broken adapter is refused now, not at its first request
+            self.engine.lora.check(str(path))
         self._jobs: dict[str, _Job] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake = threading.Event()
@@ -260,8 +263,6 @@ class Backend:
         return Engine(self.bundle.model, tokenizer=self.bundle.tokenizer, config=self.config, adapter_loader=loader)
 
     def _load_adapter(self, key: str):
-        from lmstack.peft.adapter_io import read_lora_factors
-
         return read_lora_factors(Path(key))
 
     # --- embeddings ------------------------------------------------------------------------------
