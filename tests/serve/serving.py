@@ -116,3 +116,23 @@ def random_bundle(tokenizer, context: int, name: str):
         model.lm_head.weight.mul_(0.1)
     return ModelBundle(model=model, tokenizer=tokenizer, config=config, generation_config={}, path=Path("."),
                        name=name)
+
+
+def make_adapter(bundle, directory, seed: int, base: str):
+    """A LoRA adapter with random (non-zero) factors on a copy of the model; returns the copy."""
+    import copy
+
+    import torch
+
+    from lmstack.peft import LoraConfig, apply_lora, save_adapter
+
+    torch.manual_seed(seed)
+    model = copy.deepcopy(bundle.model)
+    config = LoraConfig(r=4, alpha=8, target_modules=["q_proj", "v_proj", "up_proj"], init_lora_weights=False)
+    apply_lora(model, config)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    save_adapter(model, directory, base_model=base, config=config)
+    return model.eval()

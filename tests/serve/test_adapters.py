@@ -2,36 +2,19 @@
 
 from __future__ import annotations
 
-import copy
 import threading
 
 import pytest
 import torch
-from serving import live_server
+from serving import live_server, make_adapter
 
 PROMPT = [list(range(10, 24))]
-
-
-def make_adapter(bundle, directory, seed: int):
-    """A LoRA adapter with random (non-zero) factors on a copy of the model; returns the copy."""
-    from lmstack.peft import LoraConfig, apply_lora, save_adapter
-
-    torch.manual_seed(seed)
-    model = copy.deepcopy(bundle.model)
-    config = LoraConfig(r=4, alpha=8, target_modules=["q_proj", "v_proj", "up_proj"], init_lora_weights=False)
-    apply_lora(model, config)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.5)
-    save_adapter(model, directory, base_model="tiny-words", config=config)
-    return model.eval()
 
 
 @pytest.fixture(scope="module")
 def adapters(word_bundle, tmp_path_factory):
     folder = tmp_path_factory.mktemp("adapters")
-    return {name: (folder / name, make_adapter(word_bundle, folder / name, seed))
+    return {name: (folder / name, make_adapter(word_bundle, folder / name, seed, base="tiny-words"))
             for name, seed in (("pirate", 1), ("poet", 2))}
 
 
