@@ -45,6 +45,7 @@ class Generation:
     adapter: str | None = None
     logprobs: int | None = None  # None: off; k: the chosen token's log-probability and the k best
     stream: bool = False  # deliver every token at once (else in the engine's batches)
+    ignore_eos: bool = False  # no stop tokens: exactly max_tokens tokens (a grammar still ends the answer)
 
 
 @dataclass
@@ -190,7 +191,7 @@ class Backend:
             observer = self._logprob_observer(logprobs, generation.logprobs)
         request = Request(
             list(generation.prompt_ids), sampling=sampling, max_new_tokens=generation.max_tokens,
-            stop_token_ids=tuple(self.stop_ids), stop=tuple(generation.stop), constraint=constraint,
+            stop_token_ids=() if generation.ignore_eos else tuple(self.stop_ids), stop=tuple(generation.stop), constraint=constraint,
             adapter=str(self.adapters[generation.adapter]) if generation.adapter else None,
             seed=generation.seed, stream=generation.stream, observer=observer,
         )

@@ -119,7 +119,7 @@ class OpenAIRoutes:
             self.backend.check_grammar(grammar)
         return [
             Generation(prompt, length, sampling, list(body.stop), _choice_seed(body.seed, i), grammar, adapter,
-                       logprobs, body.stream)
+                       logprobs, body.stream, body.ignore_eos)
             for prompt, length in zip(prompts, max_tokens) for i in range(body.n)
         ]
 

@@ -4,8 +4,8 @@ Field names, types and ranges follow OpenAI's API reference, so the official cli
 tool built on it) talks to lmstack unchanged. A value out of range or of the wrong type is
 refused with a 400 that names the field; fields OpenAI has but lmstack does not implement are
 refused when set to anything but their neutral value, never silently ignored. Unknown fields are
-ignored, as vLLM does, so newer clients keep working. `top_k`, `min_p` and
-`repetition_penalty` are extras (vLLM's names) the engine supports.
+ignored, as vLLM does, so newer clients keep working. `top_k`, `min_p`, `repetition_penalty` and
+`ignore_eos` are extras with vLLM's names.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ class Sampling(Body):
     top_k: int | None = Field(None, ge=0)
     min_p: FiniteFloat | None = Field(None, ge=0, le=1)
     repetition_penalty: FiniteFloat | None = Field(None, gt=0, le=10)
+    ignore_eos: bool = False  # generate max_tokens tokens whatever the model says (for benchmarks)
     n: int = Field(1, ge=1, le=MAX_CHOICES)
     stop: str | list[str] | None = Field(None, validate_default=True)
     seed: Seed | None = None
