@@ -15,9 +15,12 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import math
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
+
+from lmstack.errors import LmstackError
 
 Scope = dict[str, Any]
 ASGIApp = Callable[[Scope, Callable, Callable], Awaitable[None]]
@@ -33,6 +36,19 @@ class Limits:
     max_waiting: int = 256  # requests waiting for room before new ones get 429
     queue_timeout: float = 60.0  # seconds a request may wait for room before it gets 503
     max_context: int | None = None  # prompt + answer tokens per sequence (None: the model's window)
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.max_body_bytes >= 1, f"max_body_bytes must be >= 1, got {self.max_body_bytes}"),
+            (self.max_sequences >= 1, f"max_sequences must be >= 1, got {self.max_sequences}"),
+            (self.max_waiting >= 0, f"max_waiting must be >= 0, got {self.max_waiting}"),
+            (math.isfinite(self.queue_timeout) and self.queue_timeout > 0,
+             f"queue_timeout must be a finite number of seconds > 0, got {self.queue_timeout}"),
+            (self.max_context is None or self.max_context >= 2, f"max_context must be >= 2, got {self.max_context}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise LmstackError(message)
 
 
 class APIError(Exception):

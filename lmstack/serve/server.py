@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 from pathlib import Path
 
 from lmstack.errors import LmstackError
@@ -38,6 +39,18 @@ def parse_adapters(specs: list[str]) -> dict[str, Path]:
     return adapters
 
 
+def check_address(host: str, port: int) -> None:
+    """Refuse an address the server could not listen on (in use, not this machine's) before any work."""
+    try:
+        family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except (OSError, UnicodeError) as error:
+        reason = getattr(error, "strerror", None) or str(error)
+        raise LmstackError(f"cannot listen on {host}:{port} ({reason}); pick another --port or --host") from None
+
+
 def serve(model: str, *, adapters: dict[str, Path] | None = None, host: str = "127.0.0.1", port: int = 8000,
           api_key: str | None = None, limits: Limits | None = None, kv_cache_mb: float = 1024.0,
           template: str | None = None, device: str | None = None, dtype: str | None = None,
@@ -49,7 +62,11 @@ def serve(model: str, *, adapters: dict[str, Path] | None = None, host: str = "1
     from lmstack.hub.load import load_model
     from lmstack.serve.app import create_app
     from lmstack.serve.backend import Backend
+    from lmstack.tokenizer.chat_template import resolve_template
 
+    check_address(host, port)
+    if template is not None:
+        resolve_template(template)
     limits = limits or Limits()
     limits.api_key = api_key or os.environ.get(API_KEY_ENV) or None
     config = EngineConfig(kv_cache_mb=kv_cache_mb, max_running=limits.max_sequences)
