@@ -10,7 +10,7 @@ import torch
 
 from lmstack.errors import LmstackError
 from lmstack.home import atomic_path
-from lmstack.inputs import decode_utf8
+from lmstack.inputs import read_json_object
 from lmstack.model.config import ModelConfig
 
 SHARD_INDEX = "model.safetensors.index.json"
@@ -20,12 +20,7 @@ def read_config(directory: Path) -> ModelConfig:
     path = directory / "config.json"
     if not path.is_file():
         raise LmstackError(f"{directory} has no config.json; is it a Hugging Face model directory?")
-    try:
-        hf = json.loads(decode_utf8(path.read_bytes(), str(path)))
-    except json.JSONDecodeError as error:
-        raise LmstackError(f"{path} is not valid JSON ({error}); fix or re-export it") from None
-    if not isinstance(hf, dict):
-        raise LmstackError(f"{path} must hold a JSON object of model settings, not {type(hf).__name__}")
+    hf = read_json_object(path)
     try:
         return ModelConfig.from_hf(hf)
     except (KeyError, TypeError, ValueError, AttributeError) as error:  # a value of the wrong type or shape
@@ -34,15 +29,7 @@ def read_config(directory: Path) -> ModelConfig:
 
 def read_generation_config(directory: Path) -> dict[str, Any]:
     path = directory / "generation_config.json"
-    if not path.is_file():
-        return {}
-    try:
-        settings = json.loads(decode_utf8(path.read_bytes(), str(path)))
-    except json.JSONDecodeError as error:
-        raise LmstackError(f"{path} is not valid JSON ({error}); fix or delete it") from None
-    if not isinstance(settings, dict):
-        raise LmstackError(f"{path} must hold a JSON object, not {type(settings).__name__}; fix or delete it")
-    return settings
+    return read_json_object(path) if path.is_file() else {}
 
 
 def read_state_dict(directory: Path) -> dict[str, torch.Tensor]:
@@ -69,10 +56,10 @@ def read_state_dict(directory: Path) -> dict[str, torch.Tensor]:
 
 def _shard_files(index: Path) -> list[str]:
     """The safetensors files a sharded checkpoint's index names."""
+    weight_map = read_json_object(index).get("weight_map")
     try:
-        weight_map = json.loads(decode_utf8(index.read_bytes(), str(index)))["weight_map"]
         files = sorted({str(name) for name in weight_map.values()})
-    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
+    except AttributeError as error:
         raise LmstackError(f"{index} is not a valid shard index ({type(error).__name__}); re-export the model") \
             from None
     if any("/" in name or name.startswith(".") for name in files):

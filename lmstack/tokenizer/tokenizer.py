@@ -19,7 +19,7 @@ from tokenizers import processors
 
 from lmstack.errors import LmstackError
 from lmstack.home import atomic_write_text
-from lmstack.inputs import decode_utf8
+from lmstack.inputs import read_json_object
 from lmstack.formats.gguf_file import GGUFFile, read_gguf
 from lmstack.tokenizer.chat_template import TEMPLATES, render_chat, resolve_template
 from lmstack.tokenizer.gguf_vocab import tokenizer_parts_from_gguf
@@ -221,15 +221,7 @@ class Tokenizer:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    try:
-        value = json.loads(decode_utf8(path.read_bytes(), str(path)))
-    except json.JSONDecodeError as error:
-        raise LmstackError(f"{path} is not valid JSON ({error}); fix or delete the file") from None
-    if not isinstance(value, dict):
-        raise LmstackError(f"{path} must hold a JSON object, not {type(value).__name__}; fix or delete the file")
-    return value
+    return read_json_object(path) if path.is_file() else {}
 
 
 def _token_text(token: str | dict) -> str:

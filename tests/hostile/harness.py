@@ -22,6 +22,20 @@ from pathlib import Path
 from typing import Iterator
 
 
+# Caches a fresh home shares with the test session's home, so models and embedders load once.
+SHARED_CACHES = ("models", "converted", "embedders")
+
+
+def fresh_home(folder: Path) -> Path:
+    """An empty lmstack home at `folder` whose caches are the shared test caches."""
+    shared = Path(os.environ["LMSTACK_HOME"])
+    folder.mkdir(parents=True, exist_ok=True)
+    for cache in SHARED_CACHES:
+        if (shared / cache).is_dir() and not (folder / cache).exists():
+            (folder / cache).symlink_to(shared / cache, target_is_directory=True)
+    return folder
+
+
 def run(args: list[str | bytes], *, home: Path, stdin: str | bytes = "", closed_stdin: bool = False,
         timeout: float = 300, separate_process: bool = False) -> subprocess.CompletedProcess:
     """`lmstack ARGS` with its own lmstack home (and the shared test models).

@@ -8,7 +8,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from harness import refused, run, untouched, usage_error
+from harness import fresh_home, refused, run, untouched, usage_error
 
 
 @pytest.fixture(scope="module")
@@ -19,21 +19,9 @@ def index(tmp_path_factory) -> Path:
     docs.mkdir()
     (docs / "a.md").write_text("# Freezers\n\nThe freezer F1 is in room B10.\n")
     path = root / "docs.sqlite"
-    result = run(["rag", "index", str(docs), "--index", str(path)], home=_home(root))
+    result = run(["rag", "index", str(docs), "--index", str(path)], home=fresh_home(root / "home"))
     assert result.returncode == 0, result.stderr.decode()
     return path
-
-
-def _home(root: Path) -> Path:
-    import os
-
-    home = root / "home"
-    home.mkdir(exist_ok=True)
-    shared = Path(os.environ["LMSTACK_HOME"])
-    for folder in ("models", "converted", "embedders"):
-        if (shared / folder).is_dir() and not (home / folder).exists():
-            (home / folder).symlink_to(shared / folder, target_is_directory=True)
-    return home
 
 
 def test_index_missing_path(home, tmp_path):
