@@ -65,19 +65,15 @@ def live_server(bundle, limits=None, adapters=None, served_name: str = "test-mod
 
 
 def word_tokenizer():
-    """128 whole words with ChatML: readable prompts for a tiny random model with a long context."""
-    from tokenizers import Tokenizer as Backend
-    from tokenizers import models, pre_tokenizers
+    """The engine tests' 128-word ChatML tokenizer (tests/generate/conftest.py), loaded by path."""
+    import importlib.util
+    from pathlib import Path
 
-    from lmstack.tokenizer import Tokenizer
-
-    specials = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"]
-    words = ["user", "assistant", "system"] + [f"w{i}" for i in range(120)]
-    backend = Backend(models.WordLevel({t: i for i, t in enumerate(specials + words)}, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    backend.add_special_tokens(specials)
-    return Tokenizer(backend, special_tokens={"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"},
-                     add_bos_token=True, chat_template="chatml")
+    path = Path(__file__).resolve().parents[1] / "generate" / "conftest.py"
+    spec = importlib.util.spec_from_file_location("generate_conftest", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.word_tokenizer()
 
 
 def byte_tokenizer():
