@@ -7,7 +7,9 @@ Well-formed requests are chat and text completions, streamed or not. Malformed o
 broken JSON, wrong types, out-of-range values, an unknown model, a prompt longer than the context,
 and a client that disconnects mid-stream. What must hold: no 5xx, the server never dies, every
 well-formed request is answered in full, every malformed one gets a 4xx, the sequences of clients
-that left are freed, and the server's memory (RSS) stays bounded. Prints the counts and RSS.
+that left are freed, and the server's memory (RSS) stays bounded: the weights, plus the KV cache
+budget (its pages are touched as blocks are first used, so RSS climbs to that ceiling and stays).
+Prints the counts and RSS.
 `tests/serve/test_stress.py` runs a smaller version on a tiny model in CI.
 """
 
@@ -173,11 +175,13 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--malformed", type=float, default=0.1)
     parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--kv-cache-mb", type=float, default=1024.0,
+                        help="the server's KV budget: RSS grows as blocks are first used, up to this")
     args = parser.parse_args()
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    process = start_lmstack(args.model, port, args.concurrency)
+    process = start_lmstack(args.model, port, args.concurrency, ["--kv-cache-mb", str(args.kv_cache_mb)])
     try:
         wait_healthy(url, process)
         start = time.perf_counter()
