@@ -22,6 +22,7 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
+from lmstack.errors import LmstackError
 from lmstack.generate.structured import Grammar
 from lmstack.serve.backend import Backend, Generation, Piece, TokenLogprob
 from lmstack.serve.limits import Admission, APIError, Limits, Slot
@@ -252,12 +253,14 @@ class OpenAIRoutes:
                       ) -> AsyncIterator[tuple[int, Piece]]:
         """(choice index, piece) from every sequence as they come; leaving early cancels them all."""
         started = time.perf_counter()
-        queue: asyncio.Queue[tuple[int, Piece | None]] = asyncio.Queue()
+        queue: asyncio.Queue[tuple[int, Piece | APIError | None]] = asyncio.Queue()
 
         async def pump(i: int, generation: Generation) -> None:
             try:
                 async for piece in self.backend.generate(generation):
                     await queue.put((i, piece))
+            except LmstackError as error:  # refused by the engine at submit (e.g. a prompt it cannot hold)
+                await queue.put((i, APIError(400, str(error))))
             finally:
                 await queue.put((i, None))
 
@@ -269,6 +272,8 @@ class OpenAIRoutes:
                 if piece is None:
                     running -= 1
                     continue
+                if isinstance(piece, APIError):
+                    raise piece
                 if first and piece.token_ids:
                     self.stats.observe_ttft(time.perf_counter() - started)
                     first = False

@@ -322,3 +322,17 @@ def test_health_and_metrics(word_server):
         assert name in metrics
     assert metrics["lmstack_time_to_first_token_seconds_count"] >= 1
     assert metrics['lmstack_responses_total{code="200"}'] >= 1
+
+
+def test_an_engine_failure_ends_the_requests_in_flight_and_the_server_recovers(word_server):
+    backend = word_server.app.state.backend
+    broken = backend.engine
+
+    def fail() -> None:
+        raise RuntimeError("boom")
+
+    broken.step = fail
+    response = word_server.post("/v1/chat/completions", {"model": MODEL, "messages": USER, "max_tokens": 4})
+    assert response.status_code == 500 and "boom" in response.json()["error"]["message"]
+    assert backend.engine is not broken and server_metrics(word_server)["lmstack_engine_failures_total"] == 1
+    assert chat(word_server, max_tokens=3).usage.completion_tokens == 3
