@@ -17,6 +17,7 @@ from lmstack.generate import cli as generate_cli
 from lmstack.hub import cli as hub_cli
 from lmstack.rag.cli import app as rag_app
 from lmstack.registry.cli import app as registry_app
+from lmstack.serve import cli as serve_cli
 from lmstack.train.cli import app as train_app
 
 app = typer.Typer(
@@ -30,6 +31,7 @@ app.command("pull")(hub_cli.pull)
 app.command("models")(hub_cli.models)
 app.command("generate")(generate_cli.generate)
 app.command("chat")(generate_cli.chat)
+app.command("serve")(serve_cli.serve)
 app.add_typer(data_app, name="data")
 app.add_typer(train_app, name="train")
 app.add_typer(eval_app, name="eval")
