@@ -99,7 +99,8 @@ def _save(bundle: ModelBundle, weights: dict[str, Any], recipe: Recipe, result: 
     final = {k: v for k, v in result.metrics.items() if k not in ("epoch", "tokens_per_s")}
     registry.record(
         kind, path, name=f"{bundle.name}-{operation}-{recipe.method.type}", operation=operation,
-        source=None if recipe.model.depth else recipe.model.ref, parents=plan.parents or [bundle.lineage_id()], recipe=recipe.model_dump(mode="json"),
+        source=None if recipe.model.depth else recipe.model.ref, parents=plan.parents or [bundle.lineage_id()],
+        recipe=recipe.model_dump(mode="json"),
         datasets=[dataset_reference(ref) for ref in (recipe.data.train, recipe.data.val) if ref],
         metadata={"steps": result.steps, "stopped_early": result.stopped_early, "metrics": final, **plan.metadata},
     )
