@@ -3,18 +3,11 @@ exit 1 (2 for a flag out of range), no traceback, and the user's files untouched
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
-
-# The harness lives in this folder's conftest.py; `from conftest import ...` would take whichever
-# test folder's conftest was imported last, so load this one by its path.
-_spec = importlib.util.spec_from_file_location("hostile_harness", Path(__file__).with_name("conftest.py"))
-_harness = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_harness)
-refused, run, untouched, usage_error = _harness.refused, _harness.run, _harness.untouched, _harness.usage_error
+from harness import refused, run, untouched, usage_error
 
 PROSE = "The library opens at nine and closes at six, and on Sundays it stays closed all day long. " * 3
 
