@@ -96,7 +96,7 @@ def run_lmstack(args, tokenizer: Path, shards: Path, out: Path) -> dict:
         "optimizer.lr": 1e-3, "optimizer.betas": [0.9, 0.95], "optimizer.weight_decay": 0.1,
         "optimizer.schedule": "constant", "model.precision": args.precision, "model.device": args.device,
         "run.deterministic": False})
-    result = train_recipe(recipe)
+    result = train_recipe(recipe, overwrite=True)  # a repeat reuses the run folder
     # The core logs each step's tokens/s over the tokens it read (batch x (seq_len + 1) per step).
     step_tokens = args.batch_size * (args.seq_len + 1)
     seconds = sum(step_tokens / record["tokens_per_s"] for record in result.train.history if record["step"] > 1)
