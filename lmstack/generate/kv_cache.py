@@ -206,30 +206,39 @@ class PagedBatch:
         out = torch.empty_like(q)
         for g in self.groups:
             keys, values = self.store.gather(layer, g.block_tables)
-            attention = _prefill_attention if g.prefill else _decode_attention
-            out[g.start:g.end] = attention(q[g.start:g.end], keys, values, g, window, scale)
+            if g.prefill or q.device.type == "cpu":
+                out[g.start:g.end] = _exact_attention(q[g.start:g.end], keys, values, g, window, scale)
+            else:
+                out[g.start:g.end] = _padded_attention(q[g.start:g.end], keys, values, g, window, scale)
         return out[None]
 
 
-def _prefill_attention(q, keys, values, g: RowGroup, window, scale) -> torch.Tensor:
-    """One sequence's chunk of new tokens over its exact keys (SDPA: flash attention on CPU and GPU)."""
-    T, H, _ = q.shape
-    S = g.lengths[0]
-    keys, values = keys[:, 0, :S], values[:, 0, :S]  # [K, S, D]
-    mask = None if S == T and window is None else g.mask(window, S)[0]
-    out = F.scaled_dot_product_attention(
-        q.transpose(0, 1)[None], keys[None], values[None], attn_mask=mask, is_causal=mask is None,
-        scale=scale, enable_gqa=keys.shape[0] != H,
-    )
-    return out[0].transpose(0, 1)
+def _exact_attention(q, keys, values, g: RowGroup, window, scale) -> torch.Tensor:
+    """Each row's new tokens over exactly its own keys (SDPA, one call per row).
+
+    A row is computed the same way whatever else is in the batch; on a CPU one fused call per
+    row is also faster than the padded batch below at the batch sizes a CPU serves.
+    """
+    H, T = q.shape[1], g.tokens
+    out = torch.empty_like(q)
+    for row, length in enumerate(g.lengths):
+        first = 0 if window is None or T > 1 else max(0, length - window)
+        k, v = keys[:, row, first:length], values[:, row, first:length]  # [K, S, D]
+        mask = None if T == 1 or (length == T and window is None) else g.mask(window, keys.shape[2])[row, :, :length]
+        rows = slice(row * T, (row + 1) * T)
+        out[rows] = F.scaled_dot_product_attention(
+            q[rows].transpose(0, 1)[None], k[None], v[None], attn_mask=mask, is_causal=mask is None and T > 1,
+            scale=scale, enable_gqa=k.shape[0] != H,
+        )[0].transpose(0, 1)
+    return out
 
 
-def _decode_attention(q, keys, values, g: RowGroup, window, scale) -> torch.Tensor:
-    """Rows of a few new tokens each over their padded blocks, in fp32, batch-invariant.
+def _padded_attention(q, keys, values, g: RowGroup, window, scale) -> torch.Tensor:
+    """Rows of a few new tokens each over their padded blocks, in fp32, batch-invariant (GPU).
 
     Written out rather than SDPA: every reduction here runs over a length that does not depend on
     the other rows (the head dim, or fixed chunks of ATTENTION_CHUNK keys, with padding adding
-    exact zeros), so a row gets the same numbers alone or in any batch.
+    exact zeros), so a row gets the same numbers alone or in any batch, in one batched call.
     """
     K, B, S, D = keys.shape
     H, T = q.shape[1], g.tokens

@@ -89,7 +89,7 @@ class ModelRunner:
     def _group(self, start: int, feeds: list[Feed], width: int, prefill: bool) -> RowGroup:
         lengths = [f.end for f in feeds]
         blocks = -(-max(lengths) // self.block_size)
-        if not prefill:  # decode attention reads whole chunks of keys
+        if not prefill and self.device.type != "cpu":  # padded attention reads whole chunks of keys
             per_chunk = max(ATTENTION_CHUNK // self.block_size, 1)
             blocks = -(-blocks // per_chunk) * per_chunk
         table = [f.blocks[:blocks] + [NULL_BLOCK] * (blocks - len(f.blocks[:blocks])) for f in feeds]
