@@ -511,10 +511,13 @@ class Engine:
 
     def _sync(self) -> None:
         """Read the sampled tokens back and hand them to their requests."""
+        tokens: dict[int, tuple[Sequence, list[int]]] = {}
         for seqs, chosen in self.unsynced:
             for seq, token in zip(seqs, chosen.tolist()):
-                self._accept(seq, [token])
+                tokens.setdefault(id(seq), (seq, []))[1].append(token)
         self.unsynced.clear()
+        for seq, new in tokens.values():
+            self._accept(seq, new)
 
     def _accept(self, seq: Sequence, tokens: list[int]) -> None:
         handle = self._handle(seq)

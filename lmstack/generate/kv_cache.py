@@ -193,8 +193,9 @@ class PagedBatch:
     belong to which sequences.
     """
 
-    def __init__(self, store: KVStore, positions: torch.Tensor, slots: torch.Tensor, groups: list[RowGroup]):
-        self.store, self.positions, self.slots, self.groups = store, positions, slots, groups
+    def __init__(self, store: KVStore, positions: torch.Tensor, slots: torch.Tensor, groups: list[RowGroup],
+                 padded: bool = False):
+        self.store, self.positions, self.slots, self.groups, self.padded = store, positions, slots, groups, padded
 
     def position_ids(self) -> torch.Tensor:
         return self.positions[None]
@@ -206,7 +207,7 @@ class PagedBatch:
         out = torch.empty_like(q)
         for g in self.groups:
             keys, values = self.store.gather(layer, g.block_tables)
-            if g.prefill or q.device.type == "cpu":
+            if g.prefill or not self.padded:
                 out[g.start:g.end] = _exact_attention(q[g.start:g.end], keys, values, g, window, scale)
             else:
                 out[g.start:g.end] = _padded_attention(q[g.start:g.end], keys, values, g, window, scale)

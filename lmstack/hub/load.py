@@ -21,7 +21,7 @@ from lmstack import registry
 from lmstack.device import parse_dtype, resolve_device
 from lmstack.errors import LmstackError
 from lmstack.home import lmstack_home, remove_stale_temporaries
-from lmstack.hub.resolve import resolve
+from lmstack.hub.resolve import is_registry_id, resolve
 from lmstack.model import hf_io
 from lmstack.model.config import ModelConfig
 from lmstack.model.transformer import Transformer
@@ -53,6 +53,20 @@ class ModelBundle:
         if self.registry_id is None:
             self.registry_id = registry.id_for(self.source or self.path, name=self.name)
         return self.registry_id
+
+    def lora_factors(self, adapter: str) -> dict[str, tuple[torch.Tensor, torch.Tensor, float]]:
+        """The LoRA factors of an adapter (a PEFT directory or its registry id) for this model.
+
+        The generation engine calls this to serve many adapters on the one base model.
+        """
+        from lmstack.peft.adapter_io import read_lora_factors
+
+        path = Path(adapter).expanduser()
+        if not path.exists() and is_registry_id(adapter):
+            path = registry.get(adapter).path
+        if not _is_adapter_dir(path):
+            raise LmstackError(f"{adapter} is not a PEFT adapter directory (no adapter_config.json)")
+        return read_lora_factors(path)
 
     def fields(self) -> dict[str, Any]:
         """The bundle's fields (shallow), to build a subclass around the same objects."""
