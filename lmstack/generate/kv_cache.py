@@ -215,23 +215,37 @@ class PagedBatch:
 
 
 def _exact_attention(q, keys, values, g: RowGroup, window, scale) -> torch.Tensor:
-    """Each row's new tokens over exactly its own keys (SDPA, one call per row).
+    """Each new token over exactly the keys it may see (SDPA; a prompt chunk in one causal call).
 
-    A row is computed the same way whatever else is in the batch; on a CPU one fused call per
-    row is also faster than the padded batch below at the batch sizes a CPU serves.
+    A decoding row is computed the same way whatever else is in the batch, and a token verified
+    with draft tokens after it (speculative decoding) the same way as when decoded alone, so
+    greedy output depends on neither. On a CPU, one fused call per row is also faster than the
+    padded batch below at the batch sizes a CPU serves.
     """
     H, T = q.shape[1], g.tokens
     out = torch.empty_like(q)
     for row, length in enumerate(g.lengths):
-        first = 0 if window is None or T > 1 else max(0, length - window)
-        k, v = keys[:, row, first:length], values[:, row, first:length]  # [K, S, D]
-        mask = None if T == 1 or (length == T and window is None) else g.mask(window, keys.shape[2])[row, :, :length]
-        rows = slice(row * T, (row + 1) * T)
-        out[rows] = F.scaled_dot_product_attention(
-            q[rows].transpose(0, 1)[None], k[None], v[None], attn_mask=mask, is_causal=mask is None and T > 1,
-            scale=scale, enable_gqa=k.shape[0] != H,
-        )[0].transpose(0, 1)
+        if g.prefill:
+            rows, k, v = slice(0, T), keys[:, row, :length], values[:, row, :length]
+            mask = None if length == T and window is None else g.mask(window, keys.shape[2])[row, :, :length]
+            out[rows] = _sdpa(q[rows], k, v, mask, scale)
+            continue
+        for t in range(T):  # one query at a time, over its exact keys: no mask
+            end = length - T + t + 1
+            start = 0 if window is None else max(0, end - window)
+            i = row * T + t
+            out[i:i + 1] = _sdpa(q[i:i + 1], keys[:, row, start:end], values[:, row, start:end], None, scale)
     return out
+
+
+def _sdpa(q, k, v, mask, scale) -> torch.Tensor:
+    """q [T, H, D] over k, v [K, S, D] -> [T, H, D]; causal when T > 1 and there is no mask."""
+    T, H, _ = q.shape
+    out = F.scaled_dot_product_attention(
+        q.transpose(0, 1)[None], k[None], v[None], attn_mask=mask, is_causal=mask is None and T > 1, scale=scale,
+        enable_gqa=k.shape[0] != H,
+    )
+    return out[0].transpose(0, 1)
 
 
 def _padded_attention(q, keys, values, g: RowGroup, window, scale) -> torch.Tensor:
