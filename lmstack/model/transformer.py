@@ -290,13 +290,16 @@ class Transformer(nn.Module):
         `pack` also stores them, o_proj, down_proj and lm_head in oneDNN's packed layout (CPU,
         bf16). Layers that are not plain nn.Linear (quantized, adapter-wrapped) are left as they are.
         """
-        if pack and FusedLinear.can_fuse([self.lm_head]):
+        if pack and FusedLinear.can_fuse([self.lm_head]) and not (self.head and self.head.current([self.lm_head])):
             self.head = FusedLinear([self.lm_head], pack)
         for layer in self.model.layers:
             a, mlp = layer.self_attn, layer.mlp
             groups = {(a, "qkv"): [a.q_proj, a.k_proj, a.v_proj], (a, "out"): [a.o_proj],
                       (mlp, "gate_up"): [mlp.gate_proj, mlp.up_proj], (mlp, "down"): [mlp.down_proj]}
             for (owner, name), layers in groups.items():
+                done = getattr(owner, name)
+                if done is not None and done.packed == pack and done.current(layers):
+                    continue
                 if FusedLinear.can_fuse(layers) and (pack or len(layers) > 1):
                     setattr(owner, name, FusedLinear(layers, pack))
 
