@@ -245,6 +245,11 @@ class Engine:
             raise LmstackError("stop strings need the engine's tokenizer; pass tokenizer= to Engine")
         if request.sampling.num_beams > 1:
             raise LmstackError("the engine samples one sequence per request; run beam search with generate_ids")
+        if request.adapter is not None:
+            if self.lora is None:
+                raise LmstackError("this engine serves no adapters; give it an adapter_loader")
+            with self._step_lock:  # a bad adapter fails here, before the request is queued
+                self.lora.check(request.adapter)
         limit = self.limit(len(request.prompt_ids), request.max_new_tokens)
         handle = RequestHandle(self, request, limit)
         if request.constraint is not None:
@@ -583,8 +588,6 @@ class Engine:
         seq = Sequence(r, list(r.prompt_ids), len(r.prompt_ids), self._arrivals, handle=handle)
         self._arrivals += 1
         self.sequences[r.id] = seq
-        if self.lora is not None and r.adapter is not None:
-            self.lora.check(r.adapter)
         self.scheduler.add(seq)
 
     def _handle(self, seq: Sequence) -> RequestHandle:
