@@ -456,8 +456,9 @@ class Engine:
             seq.drafts = []
         if spec is None:
             return
-        eligible = [s for s in self.scheduler.running if s.prefilled and self._can_speculate(s)]
-        if not eligible:
+        decoding = [s for s in self.scheduler.running if s.prefilled]
+        eligible = [s for s in decoding if self._can_speculate(s)]
+        if not eligible or len(decoding) > spec.max_batch:
             return
         self._sync()
         eligible = [s for s in eligible if not self._handle(s).finished]
