@@ -9,18 +9,19 @@ from __future__ import annotations
 import os
 import sys
 
-# Set before torch loads OpenMP: with the default (spinning) wait policy, torch's threads burn a
-# core each while waiting, and on a busy machine every step slows 10-50x (bench/contention.py).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import typer
 
-import typer  # noqa: E402
-
-from lmstack.data.cli import app as data_app  # noqa: E402
-from lmstack.eval.cli import app as eval_app  # noqa: E402
-from lmstack.generate import cli as generate_cli  # noqa: E402
-from lmstack.hub import cli as hub_cli  # noqa: E402
-from lmstack.registry.cli import app as registry_app  # noqa: E402
-from lmstack.train.cli import app as train_app  # noqa: E402
+from lmstack.agents.cli import app as agent_app
+from lmstack.data.cli import app as data_app
+from lmstack.eval.cli import app as eval_app
+from lmstack.generate import cli as generate_cli
+from lmstack.hub import cli as hub_cli
+from lmstack.pretrain.cli import tokenizer_app
+from lmstack.prune import cli as prune_cli
+from lmstack.rag.cli import app as rag_app
+from lmstack.registry.cli import app as registry_app
+from lmstack.serve import cli as serve_cli
+from lmstack.train.cli import app as train_app
 
 app = typer.Typer(
     help="An open LLM's whole life on your own machine: load, chat, fine-tune, align, export.",
@@ -33,10 +34,15 @@ app.command("pull")(hub_cli.pull)
 app.command("models")(hub_cli.models)
 app.command("generate")(generate_cli.generate)
 app.command("chat")(generate_cli.chat)
+app.command("prune")(prune_cli.prune)
+app.command("serve")(serve_cli.serve)
 app.add_typer(data_app, name="data")
+app.add_typer(tokenizer_app, name="tokenizer")
 app.add_typer(train_app, name="train")
 app.add_typer(eval_app, name="eval")
 app.add_typer(registry_app, name="registry")
+app.add_typer(rag_app, name="rag")
+app.add_typer(agent_app, name="agent")
 
 
 @app.command("export")
@@ -67,6 +73,11 @@ FAST_EXIT_COMMANDS = ("generate", "chat")
 def main() -> None:
     """Run the command; every failure ends in one line on stderr and a non-zero exit, no traceback."""
     from lmstack.errors import LmstackError
+
+    # Before any command loads torch (and OpenMP): with the default, spinning wait policy torch's
+    # threads hold a core each while they wait, and on a busy machine a step slows 10-50x
+    # (bench/contention.py). An OMP_WAIT_POLICY the user set wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
     try:
         app()

@@ -151,22 +151,6 @@ def _copy_into(layer: LoraLinear, name: str, tensors: dict[str, torch.Tensor], d
             target.copy_(source)
 
 
-def read_lora_factors(directory: str | os.PathLike) -> dict[str, tuple[torch.Tensor, torch.Tensor, float]]:
-    """Each adapted layer's (A, B, scaling) by module path, for serving adapters without merging them."""
-    directory = Path(directory)
-    raw = _read_config(directory)
-    if raw.get("use_dora"):
-        raise LmstackError(f"{directory} is a DoRA adapter, which cannot be served side by side with others; "
-                           "load it with the model (adapter=) or merge it")
-    scaling = LoraConfig(r=raw["r"], alpha=raw["lora_alpha"], use_rslora=raw.get("use_rslora", False)).scaling
-    factors = {}
-    for path, tensors in _read_tensors(directory).items():
-        if not {"lora_A.weight", "lora_B.weight"} <= tensors.keys():
-            raise LmstackError(f"adapter in {directory} lacks lora_A or lora_B for {path}; the file is incomplete")
-        factors[path] = (tensors["lora_A.weight"], tensors["lora_B.weight"], scaling)
-    return factors
-
-
 def load_adapter(model: nn.Module, directory: str | os.PathLike) -> nn.Module:
     """Apply the adapter saved in `directory` (by lmstack or by peft) to `model`, in place; returns it."""
     directory = Path(directory)
@@ -191,3 +175,20 @@ def load_adapter(model: nn.Module, directory: str | os.PathLike) -> nn.Module:
     for name, layer in lora_layers(model):
         _copy_into(layer, name, tensors[name], directory)
     return model
+
+
+def read_lora_factors(directory: str | os.PathLike) -> dict[str, tuple[torch.Tensor, torch.Tensor, float]]:
+    """{module path: (A [r, in], B [out, r], scaling)} of a saved LoRA adapter, for serving it
+    unmerged beside others (the engine's multi-LoRA adds x A^T B^T * scaling to each layer)."""
+    directory = Path(directory)
+    raw = _read_config(directory)
+    if raw.get("use_dora"):
+        raise LmstackError(f"{directory} is a DoRA adapter, which cannot be served unmerged; merge it first "
+                           "(lmstack train merge-adapter) and serve the merged model")
+    config = LoraConfig(r=raw["r"], alpha=raw["lora_alpha"], use_rslora=raw.get("use_rslora", False))
+    factors = {}
+    for path, tensors in _read_tensors(directory).items():
+        if "lora_A.weight" not in tensors or "lora_B.weight" not in tensors:
+            raise LmstackError(f"adapter in {directory} lacks lora_A or lora_B for {path}; the file is incomplete")
+        factors[path] = (tensors["lora_A.weight"], tensors["lora_B.weight"], config.scaling)
+    return factors
