@@ -81,10 +81,6 @@ def main() -> None:
 
     try:
         app()
-    except SystemExit as done:
-        if sys.argv[1:2] and sys.argv[1] in FAST_EXIT_COMMANDS:
-            _exit_now(done.code)
-        raise
     except LmstackError as error:
         typer.secho(f"error: {error}", fg="red", err=True)
         sys.exit(1)
@@ -102,6 +98,16 @@ def main() -> None:
         typer.secho(f"error: unexpected {type(error).__name__}: {error} (this is a bug in lmstack; the "
                     f"traceback is in {_crash_log(error)})", fg="red", err=True)
         sys.exit(CRASH_EXIT)
+
+
+def console() -> None:
+    """The `lmstack` executable: `main`, then, after generate and chat, an exit without teardown."""
+    try:
+        main()
+    except SystemExit as done:
+        if sys.argv[1:2] and sys.argv[1] in FAST_EXIT_COMMANDS:
+            _exit_now(done.code)
+        raise
 
 
 def _exit_now(code: int | str | None) -> None:
@@ -132,4 +138,4 @@ def _crash_log(error: BaseException) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    console()
