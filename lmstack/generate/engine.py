@@ -109,7 +109,7 @@ class RequestOutput:
     token_ids: list[int]
     text: str  # "" when the engine has no tokenizer
     finished: bool
-    finish_reason: str | None  # "stop", "length" or "cancelled" once finished
+    finish_reason: str | None  # "stop", "length", "cancelled" or "error" once finished
 
 
 @dataclass
@@ -136,6 +136,7 @@ class RequestHandle:
         self.token_ids: list[int] = []
         self.text = ""
         self.finish_reason: str | None = None
+        self.error: str | None = None  # why the request failed (finish_reason "error"): a grammar dead end
         self.prompt_tokens = len(request.prompt_ids)
         self.cached_tokens = 0  # prompt tokens served by the prefix cache
         self.drafted = self.accepted = 0  # speculative tokens proposed and kept
@@ -222,6 +223,7 @@ class Engine:
         self.generator.seed()
         self.sequences: dict[str, Sequence] = {}
         self.unsynced: list[tuple[list[Sequence], torch.Tensor]] = []
+        self._failed = False  # a request's grammar failed this step
         self.inbox: deque[tuple[str, Any]] = deque()
         self._inbox_lock = threading.Lock()
         self._step_lock = threading.RLock()
@@ -378,8 +380,9 @@ class Engine:
             if speculating:
                 for seq in speculating:
                     self._verify(seq, logits.values[rows[id(seq)]])
-            if self.unsynced and self._must_sync(plain):
+            if self.unsynced and (self._must_sync(plain) or self._failed):
                 self._sync()
+            self._failed = False
 
     def _sample_plain(self, seqs: list[Sequence], logits: torch.Tensor) -> None:
         """Pick one token per sequence; they stay on the device until the next sync."""
@@ -411,7 +414,11 @@ class Engine:
             scores = apply_processors(sampling.processors(), seen, logits[index])
             for row, i in enumerate(members):
                 if seqs[i].request.constraint is not None:
-                    scores[row] = seqs[i].request.constraint.mask_logits(scores[row])
+                    try:
+                        scores[row] = seqs[i].request.constraint.mask_logits(scores[row])
+                    except LmstackError as error:  # this request fails (at the next read-back); the others go on
+                        seqs[i].handle.error = str(error)
+                        self._failed = True
             picks = self._pick(scores, sampling.greedy, [seqs[i] for i in members])
             chosen[index] = picks
             for row, i in enumerate(members):
@@ -530,14 +537,21 @@ class Engine:
         if handle.finished:
             return  # it ended at an earlier token; what it computed since is dropped
         request, reason = handle.request, None
+        if handle.error is not None:
+            self._finish(seq, "error")
+            return
         if handle.first_token_at is None:
             handle.first_token_at = time.perf_counter()
             self._recent_ttft.append(handle.time_to_first_token)
         for token in tokens:
+            if request.constraint is not None:
+                try:
+                    request.constraint.advance(token)
+                except LmstackError as error:
+                    handle.error, reason = str(error), "error"
+                    break
             seq.tokens.append(token)
             handle.token_ids.append(token)
-            if request.constraint is not None:
-                request.constraint.advance(token)
             if token in request.stop_token_ids:
                 reason = "stop"
             elif handle.stream is not None and handle.stream.push(token):

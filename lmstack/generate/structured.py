@@ -149,10 +149,13 @@ class Constraint:
     def mask_logits(self, scores: torch.Tensor) -> torch.Tensor:
         """`scores` [V] with every token the grammar forbids set to -inf."""
         start = time.perf_counter()
-        allowed = np.frombuffer(self.matcher.compute_logit_bias(), dtype=np.uint8)
+        allowed = np.frombuffer(self.matcher.compute_logit_bias(), dtype=np.uint8)[: scores.shape[-1]]
         self._check()
+        if not allowed.any():
+            raise LmstackError("structured output is stuck: no token of this model's vocabulary can continue it "
+                               "(the grammar needs text the vocabulary cannot spell)")
         mask = torch.from_numpy(allowed == 0).to(scores.device)
-        masked = scores.masked_fill(mask[: scores.shape[-1]], float("-inf"))
+        masked = scores.masked_fill(mask, float("-inf"))
         self.mask_seconds += time.perf_counter() - start
         self.steps += 1
         return masked
@@ -166,4 +169,5 @@ class Constraint:
 
     def _check(self) -> None:
         if self.matcher.is_error():
-            raise LmstackError(f"structured output failed: {self.matcher.get_error()}")
+            reason = self.matcher.get_error().split(";")[0][:200]
+            raise LmstackError(f"structured output failed: {reason}")

@@ -219,6 +219,8 @@ def adapter_key(adapter: str | None) -> str | None:
 
 def _result(handle: Any, steps: list[ExplainStep] | None) -> GenerationResult:
     handle.result()
+    if handle.finish_reason == "error":
+        raise LmstackError(handle.error)
     first = handle.first_token_at or handle.finished_at
     return GenerationResult(
         text=handle.stream.text if handle.stream is not None else "", token_ids=list(handle.token_ids),

@@ -262,3 +262,22 @@ def test_generate_ids_runs_on_the_engine_and_keeps_the_prefix_cache(ours, sixtee
 def test_engine_config_is_checked(config, message):
     with pytest.raises(LmstackError, match=message):
         EngineConfig(**config)
+
+
+def test_a_request_whose_grammar_fails_ends_alone(ours, sixteen):
+    """A constraint that raises (a grammar dead end) fails its own request, not the step."""
+    expected, _ = run(ours, sixteen[:1])
+
+    class DeadEnd:
+        def start(self):
+            pass
+
+        def mask_logits(self, scores):
+            raise LmstackError("structured output is stuck: nothing fits")
+
+    engine = Engine(ours, config=EngineConfig(kv_cache_mb=4))
+    fine = engine.submit(Request(sixteen[0], max_new_tokens=24))
+    stuck = engine.submit(Request(sixteen[1], max_new_tokens=24, constraint=DeadEnd()))
+    engine.run()
+    assert stuck.finish_reason == "error" and "nothing fits" in stuck.error and stuck.token_ids == []
+    assert fine.token_ids == expected[0]
