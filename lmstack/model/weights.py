@@ -41,8 +41,12 @@ _DIMENSION_KEYS: dict[str, tuple[str, ...]] = {
 
 def build_model(config: ModelConfig, state_dict: dict[str, torch.Tensor]) -> Transformer:
     """A Transformer holding exactly these tensors (no random init, no copies)."""
-    with torch.device("meta"), _without_random_init():
-        model = Transformer(config)
+    try:
+        with torch.device("meta"), _without_random_init():
+            model = Transformer(config)
+    except RuntimeError as error:  # sizes whose product overflows: a damaged file, not a model
+        raise LmstackError(f"the model config asks for tensors too large to exist ({error}); "
+                           "the file is damaged or not a model") from None
     check_weights(config, model, state_dict)
     model.load_state_dict(state_dict, strict=False, assign=True)
     model.tie_weights()
