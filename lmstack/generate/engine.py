@@ -61,6 +61,7 @@ class EngineConfig:
     max_batch_tokens: int = 512  # new tokens per step; prompts are read in chunks of this size
     max_running: int = 64  # sequences decoding at once
     sync_interval: int = 16  # steps between reads of sampled tokens when nothing asks sooner
+    prefix_caching: bool = True  # reuse the KV blocks of earlier prompts (off: benchmarks of prefill)
     max_adapters: int = 8  # LoRA adapters held in memory (least recently used ones are dropped)
     speculative: SpeculativeConfig | None = None
     # Fused q/k/v and gate/up copies of the weights (oneDNN-packed on a CPU in bf16): faster
@@ -206,7 +207,8 @@ class Engine:
         num_blocks = max(int(config.kv_cache_mb * 2**20) // block_bytes, 2) + 1
         self.store = KVStore(model.config, num_blocks, config.block_size, self.device, self.dtype)
         self.pool = BlockPool(num_blocks, on_first_use=self.store.zero)
-        self.scheduler = Scheduler(self.pool, config.block_size, config.max_batch_tokens, config.max_running)
+        self.scheduler = Scheduler(self.pool, config.block_size, config.max_batch_tokens, config.max_running,
+                                   prefix_caching=config.prefix_caching)
         self.runner = ModelRunner(model, self.store)
         self._fuse(config.fuse_weights)
         self.lora = MultiLora(model, adapter_loader, config.max_adapters) if adapter_loader else None
