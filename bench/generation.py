@@ -3,7 +3,8 @@
     python bench/generation.py [--model smollm2-135m-instruct] [--threads 2] [--repeats 3]
 
 Prefill: tokens/s of one 500-token prompt. Decode: tokens/s of 128 greedy new tokens (no early
-stop), at batch 1 and aggregated over a batch of 8. Every engine is timed the same way, as the
+stop), at batch 1 and aggregated over a batch of 8. lmstack runs on its engine with prefix caching
+off (a repeated prompt would otherwise be served from the cache). Every engine is timed the same way, as the
 difference between a 1-token and a 129-token generation, best of `--repeats`. Prints a Markdown
 table and the ratios against each peer measured in this run.
 """
@@ -11,7 +12,6 @@ table and the ratios against each peer measured in this run.
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 from importlib import metadata
 
@@ -44,12 +44,15 @@ def prompts(vocab: int, batch: int) -> list[list[int]]:
 
 
 def bench_lmstack(loaded, batch: int, repeats: int):
+    from lmstack.generate.engine import Engine, EngineConfig
     from lmstack.generate.generate import generate_ids
     from lmstack.generate.processors import SamplingConfig
 
     ids = prompts(loaded.config.vocab_size, batch)
     greedy = SamplingConfig(temperature=0.0)
-    return speeds(lambda n: generate_ids(loaded.model, ids, sampling=greedy, max_new_tokens=n), batch, repeats)
+    engine = Engine(loaded.model, config=EngineConfig(prefix_caching=False))  # every run computes its prompt
+    return speeds(lambda n: generate_ids(loaded.model, ids, sampling=greedy, max_new_tokens=n, engine=engine),
+                  batch, repeats)
 
 
 def bench_transformers(directory, vocab: int, batch: int, repeats: int, dtype: torch.dtype):
@@ -119,7 +122,9 @@ def main() -> None:
         prefill, decode = bench_llama_cpp(source.path, vocab, args.threads, args.repeats)
         rows["llama.cpp"] = {"prefill_b1": prefill, "decode_b1": decode}
 
-    print(f"machine: {platform.machine()} {platform.processor() or ''}, {args.threads} threads, device {args.device}, "
+    from lmstack.device import describe_cpu
+
+    print(f"machine: {describe_cpu()}, {args.threads} threads, device {args.device}, "
           f"dtype {args.dtype} (llama.cpp: the GGUF's own quantized weights)")
     print(f"versions: torch {torch.__version__}, transformers {version('transformers')}, "
           f"llama-cpp-python {version('llama-cpp-python')}, lmstack {lmstack.__version__}")

@@ -6,6 +6,7 @@ inside the command that needs them, so `lmstack --help` answers at once.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -64,11 +65,19 @@ def export(
 # Exit status of an unexpected error (a bug): sysexits' EX_SOFTWARE, so scripts can tell it apart
 # from a refused input (1) or a usage error (2).
 CRASH_EXIT = 70
+# Commands that leave nothing to finish at exit: they skip the interpreter's teardown of torch
+# (about half a second of a one-question cold start).
+FAST_EXIT_COMMANDS = ("generate", "chat")
 
 
 def main() -> None:
     """Run the command; every failure ends in one line on stderr and a non-zero exit, no traceback."""
     from lmstack.errors import LmstackError
+
+    # Before any command loads torch (and OpenMP): with the default, spinning wait policy torch's
+    # threads hold a core each while they wait, and on a busy machine a step slows 10-50x
+    # (bench/contention.py). An OMP_WAIT_POLICY the user set wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
     try:
         app()
@@ -91,6 +100,25 @@ def main() -> None:
         sys.exit(CRASH_EXIT)
 
 
+def console() -> None:
+    """The `lmstack` executable: `main`, then, after generate and chat, an exit without teardown."""
+    try:
+        main()
+    except SystemExit as done:
+        if sys.argv[1:2] and sys.argv[1] in FAST_EXIT_COMMANDS:
+            _exit_now(done.code)
+        raise
+
+
+def _exit_now(code: int | str | None) -> None:
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (BrokenPipeError, ValueError):
+        pass
+    os._exit(code if isinstance(code, int) else 0 if code is None else 1)
+
+
 def _crash_log(error: BaseException) -> str:
     """Write the traceback under `<lmstack home>/logs/`; the path, or a note if even that fails."""
     import time
@@ -110,4 +138,4 @@ def _crash_log(error: BaseException) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    console()

@@ -57,6 +57,12 @@ def generate(
     explain: bool = typer.Option(False, "--explain", help="Show each step's top candidates and the pick."),
     no_stream: bool = typer.Option(False, "--no-stream", help="Print the text at the end, not as it comes."),
     json_output: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    json_schema: Optional[str] = typer.Option(None, "--json-schema", help="Output JSON valid under this JSON schema file."),
+    regex: Optional[str] = typer.Option(None, "--regex", help="Output text matching this regular expression."),
+    grammar: Optional[str] = typer.Option(None, "--grammar", help="Output text in this grammar (.gbnf or .lark file)."),
+    choice: Optional[list[str]] = typer.Option(None, "--choice", help="Output exactly one of these (repeatable)."),
+    speculative: Optional[str] = typer.Option(None, "--speculative", help="Speculative decoding: 'ngram' (prompt lookup) or a draft model reference."),
+    kv_cache_mb: float = typer.Option(1024.0, "--kv-cache-mb", min=1, max=1048576, help="Memory for the KV cache, MiB."),
     device: Optional[str] = DEVICE,
     dtype: Optional[str] = DTYPE,
     template: Optional[str] = TEMPLATE,
@@ -64,16 +70,21 @@ def generate(
 ) -> None:
     """Generate text from a prompt, streamed as it is made; speed goes to stderr."""
     from lmstack.api import load
+    from lmstack.generate.engine import EngineConfig
+    from lmstack.generate.structured import grammar_from_options
     from lmstack.generate.text import generate_text
     from lmstack.inputs import check_text, read_stdin
 
     text = check_text(prompt, "prompt") if prompt not in (None, "-") else read_stdin("prompt")
     check_settings(sampling, template)
+    constraint = grammar_from_options(json_schema, regex, grammar, choice)
     loaded = load(model, device=device, dtype=dtype)
     streaming = not (no_stream or json_output)
+    engine = EngineConfig(kv_cache_mb=kv_cache_mb, speculative=speculative_config(speculative, device, dtype))
     result = generate_text(
         loaded, text, system=system, raw=raw, template=template, stream=streaming, explain=explain,
-        max_new_tokens=max_new_tokens, stop=stop or None, seed=seed, **sampling,
+        max_new_tokens=max_new_tokens, stop=stop or None, seed=seed, grammar=constraint, engine=engine,
+        speculative=engine.speculative, **sampling,
     )
     if json_output:
         typer.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
@@ -113,6 +124,19 @@ def chat(
     run_chat(session)
 
 
+def speculative_config(speculative: str | None, device: str | None, dtype: str | None) -> Any:
+    """--speculative: None, "ngram", or a draft model reference (loaded like MODEL)."""
+    from lmstack.generate.speculative import SpeculativeConfig
+
+    if speculative is None:
+        return None
+    if speculative == "ngram":
+        return SpeculativeConfig("ngram")
+    from lmstack.api import load
+
+    return SpeculativeConfig("draft", draft_model=load(speculative, device=device, dtype=dtype).model)
+
+
 def check_settings(sampling: dict[str, Any], template: str | None) -> None:
     """Sampling values and the template name are checked before the model loads (which takes seconds)."""
     from lmstack.generate.processors import SamplingConfig
@@ -124,8 +148,11 @@ def check_settings(sampling: dict[str, Any], template: str | None) -> None:
 
 
 def speed_line(result: Any) -> str:
-    return (
+    line = (
         f"prefill: {result.prompt_tokens} tokens in {result.prefill_seconds:.2f} s "
         f"({result.prefill_tokens_per_second:.1f} tok/s) | decode: {result.new_tokens} tokens in "
         f"{result.decode_seconds:.2f} s ({result.decode_tokens_per_second:.1f} tok/s) | finish: {result.finish_reason}"
     )
+    if result.speculative_proposed:
+        line += f" | drafts accepted: {result.speculative_accepted}/{result.speculative_proposed}"
+    return line

@@ -61,8 +61,13 @@ class EngineConfig:
     max_batch_tokens: int = 512  # new tokens per step; prompts are read in chunks of this size
     max_running: int = 64  # sequences decoding at once
     sync_interval: int = 16  # steps between reads of sampled tokens when nothing asks sooner
+    prefix_caching: bool = True  # reuse the KV blocks of earlier prompts (off: benchmarks of prefill)
     max_adapters: int = 8  # LoRA adapters held in memory (least recently used ones are dropped)
     speculative: SpeculativeConfig | None = None
+    # Fused q/k/v and gate/up copies of the weights (oneDNN-packed on a CPU in bf16): faster
+    # decoding for more memory (about one more copy of the layers' weights). None: where it
+    # pays, i.e. bf16 on a CPU with native bf16, and CUDA.
+    fuse_weights: bool | None = None
 
     def __post_init__(self) -> None:
         checks = [
@@ -105,7 +110,7 @@ class RequestOutput:
     token_ids: list[int]
     text: str  # "" when the engine has no tokenizer
     finished: bool
-    finish_reason: str | None  # "stop", "length" or "cancelled" once finished
+    finish_reason: str | None  # "stop", "length", "cancelled" or "error" once finished
 
 
 @dataclass
@@ -132,6 +137,7 @@ class RequestHandle:
         self.token_ids: list[int] = []
         self.text = ""
         self.finish_reason: str | None = None
+        self.error: str | None = None  # why the request failed (finish_reason "error"): a grammar dead end
         self.prompt_tokens = len(request.prompt_ids)
         self.cached_tokens = 0  # prompt tokens served by the prefix cache
         self.drafted = self.accepted = 0  # speculative tokens proposed and kept
@@ -201,8 +207,10 @@ class Engine:
         num_blocks = max(int(config.kv_cache_mb * 2**20) // block_bytes, 2) + 1
         self.store = KVStore(model.config, num_blocks, config.block_size, self.device, self.dtype)
         self.pool = BlockPool(num_blocks, on_first_use=self.store.zero)
-        self.scheduler = Scheduler(self.pool, config.block_size, config.max_batch_tokens, config.max_running)
+        self.scheduler = Scheduler(self.pool, config.block_size, config.max_batch_tokens, config.max_running,
+                                   prefix_caching=config.prefix_caching)
         self.runner = ModelRunner(model, self.store)
+        self._fuse(config.fuse_weights)
         self.lora = MultiLora(model, adapter_loader, config.max_adapters) if adapter_loader else None
         spec = config.speculative
         self.drafter = DraftModel(spec.draft_model, num_blocks, config.block_size) \
@@ -217,6 +225,7 @@ class Engine:
         self.generator.seed()
         self.sequences: dict[str, Sequence] = {}
         self.unsynced: list[tuple[list[Sequence], torch.Tensor]] = []
+        self._failed = False  # a request's grammar failed this step
         self.inbox: deque[tuple[str, Any]] = deque()
         self._inbox_lock = threading.Lock()
         self._step_lock = threading.RLock()
@@ -240,6 +249,11 @@ class Engine:
             raise LmstackError("stop strings need the engine's tokenizer; pass tokenizer= to Engine")
         if request.sampling.num_beams > 1:
             raise LmstackError("the engine samples one sequence per request; run beam search with generate_ids")
+        if request.adapter is not None:
+            if self.lora is None:
+                raise LmstackError("this engine serves no adapters; give it an adapter_loader")
+            with self._step_lock:  # a bad adapter fails here, before the request is queued
+                self.lora.check(request.adapter)
         limit = self.limit(len(request.prompt_ids), request.max_new_tokens)
         handle = RequestHandle(self, request, limit)
         if request.constraint is not None:
@@ -327,6 +341,13 @@ class Engine:
             adapters_loaded=self.lora.loaded() if self.lora else [],
         )
 
+    def _fuse(self, wanted: bool | None) -> None:
+        pack = self.device.type == "cpu" and self.dtype == torch.bfloat16 and torch.backends.mkldnn.is_available()
+        if wanted is None:
+            wanted = pack or self.device.type == "cuda"
+        if wanted:
+            self.model.prepare_for_inference(pack=pack)
+
     # --- one step ----------------------------------------------------------------------------
 
     def step(self) -> None:
@@ -361,8 +382,9 @@ class Engine:
             if speculating:
                 for seq in speculating:
                     self._verify(seq, logits.values[rows[id(seq)]])
-            if self.unsynced and self._must_sync(plain):
+            if self.unsynced and (self._must_sync(plain) or self._failed):
                 self._sync()
+            self._failed = False
 
     def _sample_plain(self, seqs: list[Sequence], logits: torch.Tensor) -> None:
         """Pick one token per sequence; they stay on the device until the next sync."""
@@ -394,7 +416,11 @@ class Engine:
             scores = apply_processors(sampling.processors(), seen, logits[index])
             for row, i in enumerate(members):
                 if seqs[i].request.constraint is not None:
-                    scores[row] = seqs[i].request.constraint.mask_logits(scores[row])
+                    try:
+                        scores[row] = seqs[i].request.constraint.mask_logits(scores[row])
+                    except LmstackError as error:  # this request fails (at the next read-back); the others go on
+                        seqs[i].handle.error = str(error)
+                        self._failed = True
             picks = self._pick(scores, sampling.greedy, [seqs[i] for i in members])
             chosen[index] = picks
             for row, i in enumerate(members):
@@ -439,8 +465,9 @@ class Engine:
             seq.drafts = []
         if spec is None:
             return
-        eligible = [s for s in self.scheduler.running if s.prefilled and self._can_speculate(s)]
-        if not eligible:
+        decoding = [s for s in self.scheduler.running if s.prefilled]
+        eligible = [s for s in decoding if self._can_speculate(s)]
+        if not eligible or len(decoding) > spec.max_batch:
             return
         self._sync()
         eligible = [s for s in eligible if not self._handle(s).finished]
@@ -499,24 +526,34 @@ class Engine:
 
     def _sync(self) -> None:
         """Read the sampled tokens back and hand them to their requests."""
+        tokens: dict[int, tuple[Sequence, list[int]]] = {}
         for seqs, chosen in self.unsynced:
             for seq, token in zip(seqs, chosen.tolist()):
-                self._accept(seq, [token])
+                tokens.setdefault(id(seq), (seq, []))[1].append(token)
         self.unsynced.clear()
+        for seq, new in tokens.values():
+            self._accept(seq, new)
 
     def _accept(self, seq: Sequence, tokens: list[int]) -> None:
         handle = self._handle(seq)
         if handle.finished:
             return  # it ended at an earlier token; what it computed since is dropped
         request, reason = handle.request, None
+        if handle.error is not None:
+            self._finish(seq, "error")
+            return
         if handle.first_token_at is None:
             handle.first_token_at = time.perf_counter()
             self._recent_ttft.append(handle.time_to_first_token)
         for token in tokens:
+            if request.constraint is not None:
+                try:
+                    request.constraint.advance(token)
+                except LmstackError as error:
+                    handle.error, reason = str(error), "error"
+                    break
             seq.tokens.append(token)
             handle.token_ids.append(token)
-            if request.constraint is not None:
-                request.constraint.advance(token)
             if token in request.stop_token_ids:
                 reason = "stop"
             elif handle.stream is not None and handle.stream.push(token):
@@ -568,8 +605,6 @@ class Engine:
         seq = Sequence(r, list(r.prompt_ids), len(r.prompt_ids), self._arrivals, handle=handle)
         self._arrivals += 1
         self.sequences[r.id] = seq
-        if self.lora is not None and r.adapter is not None:
-            self.lora.check(r.adapter)
         self.scheduler.add(seq)
 
     def _handle(self, seq: Sequence) -> RequestHandle:

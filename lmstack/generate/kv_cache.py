@@ -193,8 +193,9 @@ class PagedBatch:
     belong to which sequences.
     """
 
-    def __init__(self, store: KVStore, positions: torch.Tensor, slots: torch.Tensor, groups: list[RowGroup]):
-        self.store, self.positions, self.slots, self.groups = store, positions, slots, groups
+    def __init__(self, store: KVStore, positions: torch.Tensor, slots: torch.Tensor, groups: list[RowGroup],
+                 padded: bool = False):
+        self.store, self.positions, self.slots, self.groups, self.padded = store, positions, slots, groups, padded
 
     def position_ids(self) -> torch.Tensor:
         return self.positions[None]
@@ -206,30 +207,53 @@ class PagedBatch:
         out = torch.empty_like(q)
         for g in self.groups:
             keys, values = self.store.gather(layer, g.block_tables)
-            attention = _prefill_attention if g.prefill else _decode_attention
-            out[g.start:g.end] = attention(q[g.start:g.end], keys, values, g, window, scale)
+            if g.prefill or not self.padded:
+                out[g.start:g.end] = _exact_attention(q[g.start:g.end], keys, values, g, window, scale)
+            else:
+                out[g.start:g.end] = _padded_attention(q[g.start:g.end], keys, values, g, window, scale)
         return out[None]
 
 
-def _prefill_attention(q, keys, values, g: RowGroup, window, scale) -> torch.Tensor:
-    """One sequence's chunk of new tokens over its exact keys (SDPA: flash attention on CPU and GPU)."""
+def _exact_attention(q, keys, values, g: RowGroup, window, scale) -> torch.Tensor:
+    """Each new token over exactly the keys it may see (SDPA; a prompt chunk in one causal call).
+
+    A decoding row is computed the same way whatever else is in the batch, and a token verified
+    with draft tokens after it (speculative decoding) the same way as when decoded alone, so
+    greedy output depends on neither. On a CPU, one fused call per row is also faster than the
+    padded batch below at the batch sizes a CPU serves.
+    """
+    H, T = q.shape[1], g.tokens
+    out = torch.empty_like(q)
+    for row, length in enumerate(g.lengths):
+        if g.prefill:
+            rows, k, v = slice(0, T), keys[:, row, :length], values[:, row, :length]
+            mask = None if length == T and window is None else g.mask(window, keys.shape[2])[row, :, :length]
+            out[rows] = _sdpa(q[rows], k, v, mask, scale)
+            continue
+        for t in range(T):  # one query at a time, over its exact keys: no mask
+            end = length - T + t + 1
+            start = 0 if window is None else max(0, end - window)
+            i = row * T + t
+            out[i:i + 1] = _sdpa(q[i:i + 1], keys[:, row, start:end], values[:, row, start:end], None, scale)
+    return out
+
+
+def _sdpa(q, k, v, mask, scale) -> torch.Tensor:
+    """q [T, H, D] over k, v [K, S, D] -> [T, H, D]; causal when T > 1 and there is no mask."""
     T, H, _ = q.shape
-    S = g.lengths[0]
-    keys, values = keys[:, 0, :S], values[:, 0, :S]  # [K, S, D]
-    mask = None if S == T and window is None else g.mask(window, S)[0]
     out = F.scaled_dot_product_attention(
-        q.transpose(0, 1)[None], keys[None], values[None], attn_mask=mask, is_causal=mask is None,
-        scale=scale, enable_gqa=keys.shape[0] != H,
+        q.transpose(0, 1)[None], k[None], v[None], attn_mask=mask, is_causal=mask is None and T > 1, scale=scale,
+        enable_gqa=k.shape[0] != H,
     )
     return out[0].transpose(0, 1)
 
 
-def _decode_attention(q, keys, values, g: RowGroup, window, scale) -> torch.Tensor:
-    """Rows of a few new tokens each over their padded blocks, in fp32, batch-invariant.
+def _padded_attention(q, keys, values, g: RowGroup, window, scale) -> torch.Tensor:
+    """Rows of a few new tokens each over their padded blocks, in fp32, batch-invariant (GPU).
 
     Written out rather than SDPA: every reduction here runs over a length that does not depend on
     the other rows (the head dim, or fixed chunks of ATTENTION_CHUNK keys, with padding adding
-    exact zeros), so a row gets the same numbers alone or in any batch.
+    exact zeros), so a row gets the same numbers alone or in any batch, in one batched call.
     """
     K, B, S, D = keys.shape
     H, T = q.shape[1], g.tokens

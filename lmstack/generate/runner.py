@@ -46,6 +46,8 @@ class ModelRunner:
         self.model, self.store = model, store
         self.block_size = store.block_size
         self.device = store.data.device
+        # Decode rows attend in one padded batch on a GPU, one exact call per row on a CPU.
+        self.padded_attention = self.device.type != "cpu"
 
     def forward(self, feeds: list[Feed], device_tokens: torch.Tensor | None = None, lora=None) -> Logits:
         """Run `feeds` (decode feeds before prefill feeds) through the model in one pass."""
@@ -74,7 +76,7 @@ class ModelRunner:
             at, rows = zip(*from_device)
             ids_t[list(at)] = device_tokens[list(rows)]
         batch = PagedBatch(self.store, torch.tensor(positions, device=self.device),
-                           torch.tensor(slots, device=self.device), groups)
+                           torch.tensor(slots, device=self.device), groups, self.padded_attention)
         if lora is not None:
             lora.prepare([(position_of[i], feeds[i].end - feeds[i].start, feeds[i].adapter) for i in order])
         try:
@@ -89,7 +91,7 @@ class ModelRunner:
     def _group(self, start: int, feeds: list[Feed], width: int, prefill: bool) -> RowGroup:
         lengths = [f.end for f in feeds]
         blocks = -(-max(lengths) // self.block_size)
-        if not prefill:  # decode attention reads whole chunks of keys
+        if not prefill and self.padded_attention:  # padded attention reads whole chunks of keys
             per_chunk = max(ATTENTION_CHUNK // self.block_size, 1)
             blocks = -(-blocks // per_chunk) * per_chunk
         table = [f.blocks[:blocks] + [NULL_BLOCK] * (blocks - len(f.blocks[:blocks])) for f in feeds]

@@ -66,8 +66,9 @@ class Scheduled:
 
 
 class Scheduler:
-    def __init__(self, pool: BlockPool, block_size: int, max_batch_tokens: int, max_running: int):
-        self.pool, self.block_size = pool, block_size
+    def __init__(self, pool: BlockPool, block_size: int, max_batch_tokens: int, max_running: int,
+                 prefix_caching: bool = True):
+        self.pool, self.block_size, self.prefix_caching = pool, block_size, prefix_caching
         self.max_batch_tokens, self.max_running = max_batch_tokens, max_running
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []  # in admission order
@@ -137,7 +138,7 @@ class Scheduler:
         self.running.append(seq)
         # Leave at least one token to compute: the last one gives the logits to sample from.
         hashes = prefix_hashes(seq.tokens[: seq.num_tokens - 1], self.block_size, seq.request.adapter)
-        seq.blocks = self.pool.lookup(hashes)
+        seq.blocks = self.pool.lookup(hashes) if self.prefix_caching else []
         seq.hashes = hashes[: len(seq.blocks)]
         seq.computed = len(seq.blocks) * self.block_size
 
@@ -180,4 +181,5 @@ class Scheduler:
             parent = seq.hashes[-1] if seq.hashes else None
             tokens = tuple(seq.tokens[i * self.block_size:(i + 1) * self.block_size])
             seq.hashes.append(block_hash(parent, tokens, seq.request.adapter))
-            self.pool.register(seq.blocks[i], seq.hashes[-1])
+            if self.prefix_caching:
+                self.pool.register(seq.blocks[i], seq.hashes[-1])

@@ -36,6 +36,9 @@ class SpeculativeConfig:
     ngram_max: int = 3  # prompt lookup matches the last n tokens, n from ngram_max down to ngram_min
     ngram_min: int = 1
     draft_model: Any = None  # a Transformer sharing the target's vocabulary
+    # Speculate only while at most this many sequences decode: verifying k+1 tokens per sequence
+    # is nearly free while reading the weights dominates a step (small batches), not in big ones.
+    max_batch: int = 4
 
     def __post_init__(self) -> None:
         if self.method not in DRAFTERS:
@@ -44,6 +47,8 @@ class SpeculativeConfig:
             raise LmstackError(f"speculative num_tokens must be in [1, 16], got {self.num_tokens}")
         if not 1 <= self.ngram_min <= self.ngram_max <= 8:
             raise LmstackError(f"need 1 <= ngram_min <= ngram_max <= 8, got {self.ngram_min} and {self.ngram_max}")
+        if not 1 <= self.max_batch <= 4096:
+            raise LmstackError(f"speculative max_batch must be in [1, 4096], got {self.max_batch}")
         if self.method == "draft" and self.draft_model is None:
             raise LmstackError("speculative method 'draft' needs a draft_model (a smaller model with the same vocabulary)")
 

@@ -12,8 +12,10 @@ have preferred. GBNF grammars (llama.cpp's format) are converted to Lark by llgu
 from __future__ import annotations
 
 import json
+import time
 import weakref
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,6 +24,9 @@ import torch
 from lmstack.errors import LmstackError
 
 KINDS = ("json_schema", "regex", "choice", "lark", "gbnf")
+# JSON laid out as json.dumps does, with no free whitespace: a model cannot loop on blank lines
+# (a schema's own "x-guidance" options override this).
+JSON_LAYOUT = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 _LL_TOKENIZERS: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
 
 
@@ -61,7 +66,10 @@ class Grammar:
         if self.kind not in KINDS:
             raise LmstackError(f"unknown grammar kind '{self.kind}'; use one of {', '.join(KINDS)}")
         try:
-            definition = llguidance.grammar_from(self.kind, self.source)
+            if self.kind == "json_schema":
+                definition = llguidance.LLMatcher.grammar_from_json_schema(self.source, defaults=JSON_LAYOUT)
+            else:
+                definition = llguidance.grammar_from(self.kind, self.source)
         except (ValueError, json.JSONDecodeError) as error:
             raise LmstackError(f"the {self.kind.replace('_', ' ')} is not valid: {error}") from None
         is_error, messages = llguidance.LLMatcher.validate_grammar_with_warnings(definition)
@@ -71,6 +79,42 @@ class Grammar:
 
     def constraint(self, tokenizer: Any, vocab_size: int, stop_token_ids: list[int]) -> "Constraint":
         return Constraint(self.compiled(), ll_tokenizer(tokenizer, vocab_size, stop_token_ids))
+
+
+def grammar_from_options(json_schema: str | None = None, regex: str | None = None, grammar: str | None = None,
+                         choices: list[str] | None = None) -> Grammar | None:
+    """The grammar the command line asks for: a JSON schema file, a regex, a .gbnf/.lark file or choices.
+
+    Files are read and the grammar compiled here, so a bad one fails before the model loads.
+    """
+    from lmstack.inputs import read_text
+
+    given = [name for name, value in (("--json-schema", json_schema), ("--regex", regex), ("--grammar", grammar),
+                                      ("--choice", choices)) if value]
+    if len(given) > 1:
+        raise LmstackError(f"give one output constraint, not {' and '.join(given)}")
+    if json_schema:
+        text = read_text(json_schema, "JSON schema file")
+        try:
+            schema = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise LmstackError(f"{json_schema} is not valid JSON ({error}); fix the schema file") from None
+        if not isinstance(schema, (dict, bool)):
+            raise LmstackError(f"{json_schema} holds a JSON {type(schema).__name__}, not a JSON schema (an object)")
+        result = Grammar.json_schema(schema)
+    elif regex:
+        result = Grammar.regex(regex)
+    elif grammar:
+        kind = {".gbnf": "gbnf", ".lark": "lark"}.get(Path(grammar).suffix.lower())
+        if kind is None:
+            raise LmstackError(f"{grammar}: a grammar file ends in .gbnf (llama.cpp's format) or .lark")
+        result = Grammar(kind, read_text(grammar, "grammar file"))
+    elif choices:
+        result = Grammar.choice(list(choices))
+    else:
+        return None
+    result.compiled()
+    return result
 
 
 def ll_tokenizer(tokenizer: Any, vocab_size: int, stop_token_ids: list[int]) -> Any:
@@ -104,13 +148,14 @@ class Constraint:
 
     def mask_logits(self, scores: torch.Tensor) -> torch.Tensor:
         """`scores` [V] with every token the grammar forbids set to -inf."""
-        import time
-
         start = time.perf_counter()
-        allowed = np.frombuffer(self.matcher.compute_logit_bias(), dtype=np.uint8)
+        allowed = np.frombuffer(self.matcher.compute_logit_bias(), dtype=np.uint8)[: scores.shape[-1]]
         self._check()
+        if not allowed.any():
+            raise LmstackError("structured output is stuck: no token of this model's vocabulary can continue it "
+                               "(the grammar needs text the vocabulary cannot spell)")
         mask = torch.from_numpy(allowed == 0).to(scores.device)
-        masked = scores.masked_fill(mask[: scores.shape[-1]], float("-inf"))
+        masked = scores.masked_fill(mask, float("-inf"))
         self.mask_seconds += time.perf_counter() - start
         self.steps += 1
         return masked
@@ -124,4 +169,5 @@ class Constraint:
 
     def _check(self) -> None:
         if self.matcher.is_error():
-            raise LmstackError(f"structured output failed: {self.matcher.get_error()}")
+            reason = self.matcher.get_error().split(";")[0][:200]
+            raise LmstackError(f"structured output failed: {reason}")

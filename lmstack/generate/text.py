@@ -168,6 +168,8 @@ def _generate(
     emit = _stdout_writer if stream is True else stream or None
     stop_ids = stop_token_ids(loaded)
     explainer = _Explainer(loaded.tokenizer, len(prompt_ids), explain_top_k) if explain else None
+    # Requests speculate when asked to here, or when the caller brings an engine (config) that does.
+    speculate = speculative is not None or engine is not None
     engine = text_engine(loaded, engine, speculative, adapter)
     if config.num_beams > 1:
         if explain or grammar is not None:
@@ -182,7 +184,7 @@ def _generate(
         handles.append(engine.submit(Request(
             list(prompt), sampling=config, max_new_tokens=max_new_tokens, stop_token_ids=tuple(stop_ids),
             stop=tuple(stop_strings), constraint=constraint, adapter=adapter_key(adapter),
-            seed=None if seed is None else seed + row, speculate=speculative is not None or isinstance(engine, Engine),
+            seed=None if seed is None else seed + row, speculate=speculate,
             stream=emit is not None or explain, observer=observer,
         )))
     if emit is not None:
@@ -217,6 +219,8 @@ def adapter_key(adapter: str | None) -> str | None:
 
 def _result(handle: Any, steps: list[ExplainStep] | None) -> GenerationResult:
     handle.result()
+    if handle.finish_reason == "error":
+        raise LmstackError(handle.error)
     first = handle.first_token_at or handle.finished_at
     return GenerationResult(
         text=handle.stream.text if handle.stream is not None else "", token_ids=list(handle.token_ids),

@@ -20,8 +20,8 @@ import torch
 from lmstack import registry
 from lmstack.device import parse_dtype, resolve_device
 from lmstack.errors import LmstackError
-from lmstack.home import lmstack_home, remove_stale_temporaries
-from lmstack.hub.resolve import resolve
+from lmstack.home import atomic_path, lmstack_home, remove_stale_temporaries
+from lmstack.hub.resolve import is_registry_id, resolve
 from lmstack.model import hf_io
 from lmstack.model.config import ModelConfig
 from lmstack.model.transformer import Transformer
@@ -54,6 +54,20 @@ class ModelBundle:
             self.registry_id = registry.id_for(self.source or self.path, name=self.name)
         return self.registry_id
 
+    def lora_factors(self, adapter: str) -> dict[str, tuple[torch.Tensor, torch.Tensor, float]]:
+        """The LoRA factors of an adapter (a PEFT directory or its registry id) for this model.
+
+        The generation engine calls this to serve many adapters on the one base model.
+        """
+        from lmstack.peft.adapter_io import read_lora_factors
+
+        path = Path(adapter).expanduser()
+        if not path.exists() and is_registry_id(adapter):
+            path = registry.get(adapter).path
+        if not _is_adapter_dir(path):
+            raise LmstackError(f"{adapter} is not a PEFT adapter directory (no adapter_config.json)")
+        return read_lora_factors(path)
+
     def fields(self) -> dict[str, Any]:
         """The bundle's fields (shallow), to build a subclass around the same objects."""
         return {f.name: getattr(self, f.name) for f in fields(ModelBundle)}
@@ -69,7 +83,8 @@ def load_model(ref: str | Path, device: str | None = None, dtype: str | None = N
     resolved = resolve(str(ref))
     directory = converted_dir(resolved.path) if resolved.kind == "gguf" else Path(resolved.path)
     bundle = load_directory(directory, device=device, dtype=dtype, name=resolved.name,
-                            registry_id=resolved.registry_id, source=Path(resolved.path))
+                            registry_id=resolved.registry_id, source=Path(resolved.path),
+                            cache_dtype=resolved.kind == "gguf")
     if adapter is not None:
 
         load_adapter(bundle.model, adapter)
@@ -100,18 +115,37 @@ def adapter_base(adapter: Path) -> str:
 
 def load_directory(
     directory: Path, device: str | None = None, dtype: str | None = None, name: str | None = None,
-    registry_id: str | None = None, source: Path | None = None,
+    registry_id: str | None = None, source: Path | None = None, cache_dtype: bool = False,
 ) -> ModelBundle:
-    """A Hugging Face model directory, on `device` in `dtype` (auto: by the hardware)."""
+    """A Hugging Face model directory, on `device` in `dtype` (auto: by the hardware).
+
+    `cache_dtype` (lmstack's own GGUF conversions): keep a copy of the weights in `dtype` beside
+    the fp32 ones, so later loads memory-map them as they are, without converting a byte.
+    """
     config = hf_io.read_config(directory)
-    model = build_model(config, hf_io.read_state_dict(directory))
     target = resolve_device(device)
-    model = model.to(device=target, dtype=parse_dtype(dtype, target)).eval()
+    torch_dtype = parse_dtype(dtype, target)
+    state = hf_io.read_state_dict(directory)
+    if cache_dtype and torch_dtype != torch.float32:
+        state = _weights_in(directory, state, torch_dtype)
+    model = build_model(config, state)
+    model = model.to(device=target, dtype=torch_dtype).eval()
     return ModelBundle(
         model=model, tokenizer=Tokenizer.from_dir(directory), config=config,
         generation_config=hf_io.read_generation_config(directory), path=directory,
         name=name or directory.name, registry_id=registry_id, source=source,
     )
+
+
+def _weights_in(directory: Path, state: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """The directory's weights in `dtype`, memory-mapped from a cached file written on first use."""
+    from safetensors.torch import load_file, save_file
+
+    path = directory / f"lmstack-{str(dtype).removeprefix('torch.')}.safetensors"
+    if not path.is_file():
+        with atomic_path(path) as tmp:
+            save_file({k: v.to(dtype).contiguous() for k, v in state.items()}, str(tmp), metadata={"format": "pt"})
+    return load_file(path)
 
 
 def converted_dir(gguf_path: Path) -> Path:

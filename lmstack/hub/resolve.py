@@ -28,6 +28,10 @@ class Resolved:
     registry_id: str | None
 
 
+def is_registry_id(text: str) -> bool:
+    return bool(_REGISTRY_ID.match(text))
+
+
 def resolve(ref: str | Path) -> Resolved:
     """Find and check the model `ref` refers to; raise LmstackError saying what is accepted."""
     text = str(ref)

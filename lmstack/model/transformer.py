@@ -30,9 +30,8 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Normalise in fp32: bf16 sums of squares lose too much precision.
-        xf = x.float()
-        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (xf * (self.offset + self.weight.float())).type_as(x)
+        weight = self.weight.float() + self.offset if self.offset else self.weight.float()
+        return F.rms_norm(x.float(), weight.shape, weight, self.eps).type_as(x)
 
 
 # --- rotary position embeddings ------------------------------------------------------------------
@@ -127,6 +126,61 @@ class AttentionCache(Protocol):
                scale: float) -> torch.Tensor: ...
 
 
+# --- fused projections for inference -------------------------------------------------------------
+
+
+class FusedLinear:
+    """Linear layers that read the same input, run as one matmul (q/k/v, gate/up) for inference.
+
+    Holds a copy of the layers' weights side by side; on a CPU in bf16 the copy is in oneDNN's
+    packed layout, which runs the small matmuls of decoding about 1.5-2x faster than the plain
+    one. The layers keep their own weights (state dicts and PEFT adapters see transformers'
+    modules), and the copy is used only while it is current: same modules, weights not changed
+    since (no training step), no hooks on them (adapters served by the engine hook them).
+    """
+
+    def __init__(self, layers: list[nn.Linear], pack: bool):
+        self.state = [(l, l.weight._version, l.weight.data_ptr()) for l in layers]
+        self.sizes = [l.out_features for l in layers]
+        weight = torch.cat([l.weight.detach() for l in layers])
+        biases = [l.bias for l in layers]
+        self.bias = torch.cat([b.detach() for b in biases]) if all(b is not None for b in biases) else None
+        self.packed = pack
+        self.weight = torch.ops.mkldnn._reorder_linear_weight(weight, 1) if pack else weight
+
+    @staticmethod
+    def can_fuse(layers: list[nn.Module]) -> bool:
+        """Only plain nn.Linear layers (not quantized or adapter-wrapped ones) of one dtype, all with or without bias."""
+        return all(type(l) is nn.Linear for l in layers) and len({(l.weight.dtype, l.weight.device) for l in layers}) == 1 \
+            and len({l.bias is None for l in layers}) == 1
+
+    def current(self, layers: list[nn.Module]) -> bool:
+        for now, (then, version, pointer) in zip(layers, self.state):
+            if now is not then or now._forward_hooks or now._forward_pre_hooks:
+                return False
+            weight = now._parameters["weight"]
+            if weight._version != version or weight.data_ptr() != pointer:
+                return False
+        return True
+
+    def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if self.packed:
+            y = torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
+        else:
+            y = F.linear(x, self.weight, self.bias)
+        return list(y.split(self.sizes, dim=-1)) if len(self.sizes) > 1 else [y]
+
+    def __deepcopy__(self, memo: dict) -> None:
+        return None  # a copied model computes through its own layers (packed weights cannot be copied)
+
+
+def fused(fusion: FusedLinear | None, layers: list[nn.Module], x: torch.Tensor) -> list[torch.Tensor]:
+    """The layers' outputs on x: through their fused copy when it is current, else one by one."""
+    if fusion is not None and fusion.current(layers):
+        return fusion(x)
+    return [layer(x) for layer in layers]
+
+
 # --- the blocks ----------------------------------------------------------------------------------
 
 
@@ -144,12 +198,15 @@ class Attention(nn.Module):
         if c.qk_norm:
             self.q_norm = RMSNorm(c.head_dim, c.rms_norm_eps, c.norm_offset)
             self.k_norm = RMSNorm(c.head_dim, c.rms_norm_eps, c.norm_offset)
+        self.qkv: FusedLinear | None = None  # set by Transformer.prepare_for_inference
+        self.out: FusedLinear | None = None
 
     def forward(self, x, cos, sin, mask, cache: AttentionCache | None) -> torch.Tensor:
         B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.num_heads, self.head_dim)
-        k = self.k_proj(x).view(B, T, self.num_kv_heads, self.head_dim)
-        v = self.v_proj(x).view(B, T, self.num_kv_heads, self.head_dim)
+        q, k, v = fused(self.qkv, [self.q_proj, self.k_proj, self.v_proj], x)
+        q = q.view(B, T, self.num_heads, self.head_dim)
+        k = k.reshape(B, T, self.num_kv_heads, self.head_dim)
+        v = v.reshape(B, T, self.num_kv_heads, self.head_dim)
         if hasattr(self, "q_norm"):
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
@@ -161,7 +218,7 @@ class Attention(nn.Module):
                 q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask,
                 is_causal=mask is None and T > 1, scale=self.scale, enable_gqa=self.num_kv_heads != self.num_heads,
             ).transpose(1, 2)
-        return self.o_proj(out.reshape(B, T, -1))
+        return fused(self.out, [self.o_proj], out.reshape(B, T, -1))[0]
 
 
 class MLP(nn.Module):
@@ -171,9 +228,12 @@ class MLP(nn.Module):
         self.up_proj = nn.Linear(c.hidden_size, c.intermediate_size, bias=False)
         self.down_proj = nn.Linear(c.intermediate_size, c.hidden_size, bias=False)
         self.act = nn.SiLU() if c.activation == "silu" else nn.GELU(approximate="tanh")
+        self.gate_up: FusedLinear | None = None  # set by Transformer.prepare_for_inference
+        self.down: FusedLinear | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))  # SwiGLU / GeGLU
+        gate, up = fused(self.gate_up, [self.gate_proj, self.up_proj], x)
+        return fused(self.down, [self.down_proj], self.act(gate) * up)[0]  # SwiGLU / GeGLU
 
 
 class Block(nn.Module):
@@ -222,6 +282,26 @@ class Transformer(nn.Module):
         local_scaling = None if config.local_rope_theta else config.rope_scaling
         self.rotary_local = Rotary(config.head_dim, local_theta, local_scaling)
         self.gradient_checkpointing = False
+        self.head: FusedLinear | None = None  # set by prepare_for_inference
+
+    def prepare_for_inference(self, pack: bool) -> None:
+        """Fuse q/k/v and gate/up into one matmul each (copies of the weights; see FusedLinear).
+
+        `pack` also stores them, o_proj, down_proj and lm_head in oneDNN's packed layout (CPU,
+        bf16). Layers that are not plain nn.Linear (quantized, adapter-wrapped) are left as they are.
+        """
+        if pack and FusedLinear.can_fuse([self.lm_head]) and not (self.head and self.head.current([self.lm_head])):
+            self.head = FusedLinear([self.lm_head], pack)
+        for layer in self.model.layers:
+            a, mlp = layer.self_attn, layer.mlp
+            groups = {(a, "qkv"): [a.q_proj, a.k_proj, a.v_proj], (a, "out"): [a.o_proj],
+                      (mlp, "gate_up"): [mlp.gate_proj, mlp.up_proj], (mlp, "down"): [mlp.down_proj]}
+            for (owner, name), layers in groups.items():
+                done = getattr(owner, name)
+                if done is not None and done.packed == pack and done.current(layers):
+                    continue
+                if FusedLinear.can_fuse(layers) and (pack or len(layers) > 1):
+                    setattr(owner, name, FusedLinear(layers, pack))
 
     def tie_weights(self) -> None:
         """Share the embedding matrix with the output head (call again after assigning weights)."""
@@ -275,7 +355,7 @@ class Transformer(nn.Module):
             x = x[:, -1:]
         elif logits_at is not None:
             x = x[logits_at]
-        logits = self.lm_head(self.model.norm(x)).float()
+        logits = fused(self.head, [self.lm_head], self.model.norm(x))[0].float()
         if c.final_logit_softcapping:
             cap = c.final_logit_softcapping
             logits = torch.tanh(logits / cap) * cap

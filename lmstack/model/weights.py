@@ -7,7 +7,11 @@ config key to fix instead of a size-mismatch traceback from deep inside PyTorch.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import torch
+from torch import nn
 
 from lmstack.errors import LmstackError
 from lmstack.model.config import HF_NAMES, ModelConfig
@@ -37,12 +41,31 @@ _DIMENSION_KEYS: dict[str, tuple[str, ...]] = {
 
 def build_model(config: ModelConfig, state_dict: dict[str, torch.Tensor]) -> Transformer:
     """A Transformer holding exactly these tensors (no random init, no copies)."""
-    with torch.device("meta"):
-        model = Transformer(config)
+    try:
+        with torch.device("meta"), _without_random_init():
+            model = Transformer(config)
+    except RuntimeError as error:  # sizes whose product overflows: a damaged file, not a model
+        raise LmstackError(f"the model config asks for tensors too large to exist ({error}); "
+                           "the file is damaged or not a model") from None
     check_weights(config, model, state_dict)
     model.load_state_dict(state_dict, strict=False, assign=True)
     model.tie_weights()
     return model
+
+
+@contextmanager
+def _without_random_init() -> Iterator[None]:
+    """Skip nn.Linear's and nn.Embedding's random init: their weights are replaced right after.
+
+    On the meta device the init would do nothing useful, and its first call imports torch's
+    compiler stack, about 3 s of a cold start.
+    """
+    saved = nn.Linear.reset_parameters, nn.Embedding.reset_parameters
+    nn.Linear.reset_parameters = nn.Embedding.reset_parameters = lambda self: None
+    try:
+        yield
+    finally:
+        nn.Linear.reset_parameters, nn.Embedding.reset_parameters = saved
 
 
 def check_weights(config: ModelConfig, model: Transformer, state_dict: dict[str, torch.Tensor]) -> None:

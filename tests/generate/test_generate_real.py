@@ -56,3 +56,26 @@ def test_batched_raw_prompts_equal_transformers(smollm2_pair):
     for prompt, result in zip(prompts, results):
         expected = hf_greedy(hf, loaded.tokenizer.encode(prompt), 16, list(loaded.tokenizer.stop_token_ids))
         assert result.token_ids == expected
+
+
+def test_json_schema_on_the_command_line_validates(smollm2_gguf, tmp_path):
+    """`lmstack generate MODEL PROMPT --json-schema FILE` from a fresh process: the output validates."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 30},
+                                               "population": {"type": "integer", "minimum": 0, "maximum": 99999999}},
+              "required": ["city", "population"], "additionalProperties": False}
+    path = tmp_path / "city.json"
+    path.write_text(json.dumps(schema), encoding="utf-8")
+    out = subprocess.run(
+        [sys.executable, "-m", "lmstack.cli", "generate", str(smollm2_gguf), "Describe Paris as JSON.",
+         "--json-schema", str(path), "--no-stream", "-n", "80"],
+        capture_output=True, text=True, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    jsonschema.validate(json.loads(out.stdout), schema)
+    assert "finish: stop" in out.stderr
