@@ -1,4 +1,4 @@
-"""`lmstack.eval.likelihood` and `lmstack eval answers`: scores recorded in the registry."""
+"""`lmstack eval ...`: thin commands over `lmstack.eval`; every score lands in the registry."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from typing import Optional
 
 import typer
 
-app = typer.Typer(help="Evaluate a model: perplexity on text, answer-match rate on questions.", no_args_is_help=True)
+app = typer.Typer(help="Evaluate a model: lm-eval tasks, perplexity, judges, arena ratings, reports.",
+                  no_args_is_help=True)
 
 MODEL = typer.Argument(..., help="Catalog name, GGUF path, HF directory, adapter directory or registry id.")
 ADAPTER = typer.Option(None, "--adapter", help="A PEFT adapter directory to apply on top of MODEL.")
@@ -58,3 +59,88 @@ def answers(
     for row in report.rows[:show]:
         typer.echo(f"Q: {row['question']}\nA: {row['answer']}\n")
     typer.echo(f"answer match {report.matched}/{report.total} = {report.rate:.0%}")
+
+
+@app.command()
+def run(
+    model: str = MODEL,
+    tasks: str = typer.Option(..., "--tasks", "-t", help="Comma-separated task names (shipped: lmstack_mc, "
+                              "lmstack_arith, lmstack_rewrite, lmstack_prose), lm-eval YAML files or folders of them."),
+    num_fewshot: Optional[int] = typer.Option(None, "--num-fewshot", min=0, max=64,
+                                              help="Few-shot examples per prompt (default: each task's own)."),
+    limit: Optional[float] = typer.Option(None, "--limit", min=0.0001, max=1e9,
+                                          help="Documents per task: a count, or a fraction below 1."),
+    batch_size: int = typer.Option(16, "--batch-size", "-b", min=1, max=4096,
+                                   help="Requests per forward pass (sorted by length)."),
+    apply_chat_template: bool = typer.Option(False, "--apply-chat-template",
+                                             help="Format prompts with the model's chat template."),
+    seed: int = typer.Option(1234, "--seed", min=0, max=2**32 - 1, help="Few-shot draws, sampling, bootstrap."),
+    bootstrap_iters: int = typer.Option(1000, "--bootstrap-iters", min=0, max=100_000,
+                                        help="Resamples for the standard error of BLEU, chrF, perplexity (0: none)."),
+    window: int = typer.Option(2048, "--window", min=2, max=1_000_000, help="Rolling perplexity: tokens per window."),
+    stride: int = typer.Option(1024, "--stride", min=1, max=1_000_000, help="Rolling perplexity: window step."),
+    adapter: Optional[Path] = ADAPTER,
+    device: Optional[str] = DEVICE,
+    dtype: Optional[str] = DTYPE,
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Run folder (default: one in the lmstack "
+                                          "home per model, tasks and settings, resumed when run again)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start the run in OUTPUT again from scratch."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run OUTPUT holds."),
+    json_output: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+) -> None:
+    """Score MODEL on lm-evaluation-harness tasks; results are saved as they are computed."""
+    from lmstack.eval.run import EvalSettings, evaluate
+
+    settings = EvalSettings(num_fewshot=num_fewshot, limit=limit, batch_size=batch_size,
+                            apply_chat_template=apply_chat_template, seed=seed, bootstrap_iters=bootstrap_iters,
+                            window=window, stride=stride)
+    with _progress(enabled=not json_output) as progress:
+        results = evaluate(model, tasks, settings=settings, adapter=adapter, device=device, dtype=dtype, output=output,
+                           overwrite=overwrite, resume=resume, progress=progress)
+    if json_output:
+        typer.echo(json.dumps(results, indent=2))
+        return
+    _print_results(results)
+
+
+def _progress(enabled: bool):
+    """A context giving a `progress(task, done, total)` callback that draws a bar per task on stderr."""
+    import contextlib
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    if not enabled:
+        return contextlib.nullcontext(None)
+
+    @contextlib.contextmanager
+    def bars():
+        with Progress(console=Console(stderr=True), transient=True) as bar:
+            ids: dict[str, int] = {}
+
+            def update(task: str, done: int, total: int) -> None:
+                if task not in ids:
+                    ids[task] = bar.add_task(task, total=total)
+                bar.update(ids[task], completed=done)
+
+            yield update
+
+    return bars()
+
+
+def _print_results(results: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("task", "metric", "value", "± stderr", "n")
+    for task, scores in results["results"].items():
+        for key, value in scores.items():
+            if "_stderr" in key:
+                continue
+            stderr = scores.get(key.replace(",", "_stderr,", 1) if "," in key else f"{key}_stderr")
+            table.add_row(task, key, f"{value:.4f}", f"{stderr:.4f}" if stderr is not None else "-",
+                          str(results["n-samples"][task]["effective"]))
+    console = Console()
+    console.print(table)
+    console.print(f"model {results['config']['model']} ({results['config']['model_id']}); "
+                  f"run folder {results['output']}", highlight=False)
