@@ -62,17 +62,28 @@ def evaluate(model: str, tasks: str, *, settings: EvalSettings = EvalSettings(),
              device: str | None = None, dtype: str | None = None, output: str | Path | None = None,
              overwrite: bool = False, resume: bool = False, progress: Progress | None = None) -> dict[str, Any]:
     """Scores of `model` on `tasks` (comma-separated names, YAML files or folders), as the harness
-    prints them: `{"results": {task: {metric: value, metric_stderr: s}}, "config": {...}}`."""
+    prints them: `{"results": {task: {metric: value, metric_stderr: s}}, "config": {...}}`.
+
+    Tasks, settings and the output folder are checked before the model loads.
+    """
     settings.check()
     loaded_tasks = load_tasks(tasks)
     if output is not None and not (resume and (Path(output) / "run.json").is_file()):
         check_output(output, overwrite=overwrite, directory=True)
     bundle = load_model(model, device=device, dtype=dtype, adapter=adapter)
-    config = _run_config(bundle, loaded_tasks, settings)
+    return evaluate_bundle(bundle, loaded_tasks, settings=settings, output=output, overwrite=overwrite,
+                           progress=progress)
+
+
+def evaluate_bundle(bundle: ModelBundle, tasks: list[Task], *, settings: EvalSettings = EvalSettings(),
+                    output: str | Path | None = None, overwrite: bool = False,
+                    progress: Progress | None = None) -> dict[str, Any]:
+    """`evaluate` for a model already loaded; a run already in `output` is resumed."""
+    config = _run_config(bundle, tasks, settings)
     folder = Path(output) if output is not None else _default_folder(bundle, config)
     _open_run_folder(folder, config, overwrite=overwrite)
     results = _read_json(folder / "results.json") or {"results": {}, "n-samples": {}}
-    for task in loaded_tasks:
+    for task in tasks:
         if task.name in results["results"]:
             continue  # finished (and recorded) by an earlier run in this folder
         prompts = task.prompts(num_fewshot=settings.num_fewshot, limit=settings.limit, seed=settings.seed,
@@ -83,8 +94,8 @@ def evaluate(model: str, tasks: str, *, settings: EvalSettings = EvalSettings(),
         results["n-samples"][task.name] = {"original": len(task.docs), "effective": len(prompts)}
         atomic_write_text(folder / "results.json", json.dumps(results, indent=2))
         _record(bundle, task, scores, config, len(prompts))
-    return {"results": {t.name: results["results"][t.name] for t in loaded_tasks},
-            "n-samples": {t.name: results["n-samples"][t.name] for t in loaded_tasks},
+    return {"results": {t.name: results["results"][t.name] for t in tasks},
+            "n-samples": {t.name: results["n-samples"][t.name] for t in tasks},
             "config": config, "output": str(folder)}
 
 

@@ -7,12 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
+from lm_eval_peer import assert_same_scores, harness_results
 
 from lmstack import registry
 from lmstack.errors import LmstackError
 from lmstack.eval import likelihood
 from lmstack.eval.run import EvalSettings, evaluate
-from lmstack.eval.task import SHIPPED_TASKS
 
 ALL = "lmstack_mc,lmstack_arith,lmstack_rewrite,lmstack_prose"
 
@@ -89,42 +89,6 @@ def test_a_bad_task_fails_before_the_model_loads(tmp_path, monkeypatch):
         evaluate("any-model", str(tmp_path / "t.yaml"))
     with pytest.raises(LmstackError, match="batch_size"):
         evaluate("any-model", "lmstack_mc", settings=EvalSettings(batch_size=0))
-
-
-def harness_results(model_dir: Path, tasks: list[str], tmp_path: Path, monkeypatch, limit: int) -> dict:
-    """lm-eval's `hf` backend (transformers) on the same weights and the same task files."""
-    import lm_eval
-    import yaml
-
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-datasets"))
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    files = []
-    for task in tasks:  # the harness reads relative data paths from the working directory
-        config = yaml.safe_load((SHIPPED_TASKS / f"{task}.yaml").read_text())
-        data = config["dataset_kwargs"]["data_files"]
-        config["dataset_kwargs"]["data_files"] = {split: str(SHIPPED_TASKS / f) for split, f in data.items()}
-        files.append(tmp_path / f"{task}.yaml")
-        files[-1].write_text(yaml.safe_dump(config))
-    return lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={model_dir},dtype=float32", device="cpu",
-                                   tasks=[str(f) for f in files], limit=limit, batch_size=8, log_samples=True,
-                                   bootstrap_iters=0)
-
-
-def assert_same_scores(ours: dict, theirs: dict, run_folder: Path) -> None:
-    """Every metric, and every document's log-likelihoods, equal the harness's."""
-    for task, results in ours["results"].items():
-        expected = {k.removesuffix(",none"): v for k, v in theirs["results"][task].items() if k.endswith(",none")}
-        for metric, value in results.items():
-            if "_stderr" not in metric:
-                assert value == pytest.approx(expected[metric], rel=1e-4), (task, metric)
-        rows = {json.loads(line)["doc"]: json.loads(line)["output"]
-                for line in (run_folder / "samples" / f"{task}.jsonl").read_text().splitlines()}
-        for sample in theirs["samples"][task]:
-            mine = rows[sample["doc_id"]]
-            got = [ll for ll, _ in mine] if isinstance(mine, list) else [mine]
-            first = [r[0] for r in sample["resps"]]  # (ll, greedy) per choice, or the document's ll
-            assert got == pytest.approx([float(f[0] if isinstance(f, (list, tuple)) else f) for f in first],
-                                        rel=1e-4, abs=1e-4)
 
 
 def test_scores_equal_lm_eval_hf_backend_on_the_same_weights(tiny_model_dir, tmp_path, monkeypatch):

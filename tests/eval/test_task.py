@@ -9,23 +9,18 @@ from pathlib import Path
 
 import pytest
 import yaml
+from lm_eval_peer import harness_config, offline_datasets
 
 from lmstack.errors import LmstackError
 from lmstack.eval.task import SHIPPED_TASKS, load_task, load_tasks, shipped_task_names
 
-lm_eval = pytest.importorskip("lm_eval")
-
-
 def harness_task(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **overrides):
-    """lm-eval's own ConfigurableTask for a shipped task (data paths made absolute, as it needs)."""
+    """lm-eval's own ConfigurableTask for a shipped task."""
+    pytest.importorskip("lm_eval")
     from lm_eval.api.task import ConfigurableTask
 
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-datasets"))
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    config = yaml.safe_load((SHIPPED_TASKS / f"{name}.yaml").read_text())
-    files = config["dataset_kwargs"]["data_files"]
-    config["dataset_kwargs"]["data_files"] = {split: str(SHIPPED_TASKS / f) for split, f in files.items()}
-    config.update(overrides)
+    offline_datasets(tmp_path, monkeypatch)
+    config = {**harness_config(name), **overrides}
     # ROUGE is an lmstack metric (the harness computes it only in Python task utilities).
     config["metric_list"] = [m for m in config.get("metric_list", []) if not m["metric"].startswith("rouge")] or None
     task = ConfigurableTask(config=config)
