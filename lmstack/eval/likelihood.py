@@ -43,8 +43,10 @@ def score_requests(model: torch.nn.Module, requests: Sequence[Request], *, batch
                    on_scored: ScoredCallback | None = None) -> list[tuple[float, bool]]:
     """(sum of continuation log-probs, greedy) for every request, in the order given.
 
-    `batch_size` counts requests (continuations) per forward pass; the choices of one context are
-    never split. Contexts longer than the model's window are cut from the left, as the harness does.
+    `batch_size` counts distinct contexts per batch (the rows of the prefill); all their
+    continuations then share one more, short pass. For one-continuation requests (rolling windows,
+    plain loglikelihood) that is simply requests per batch. Contexts longer than the model's
+    window are cut from the left, as the harness does.
     """
     if batch_size < 1:
         raise LmstackError(f"batch_size must be at least 1, got {batch_size}")
@@ -57,7 +59,7 @@ def score_requests(model: torch.nn.Module, requests: Sequence[Request], *, batch
     ordered = sorted(groups.items(), key=lambda g: -(len(g[0]) + max(len(requests[i][1]) for i in g[1])))
     results: list[tuple[float, bool] | None] = [None] * len(requests)
     with torch.inference_mode():
-        for batch in _batches(ordered, batch_size):
+        for batch in (ordered[start : start + batch_size] for start in range(0, len(ordered), batch_size)):
             items = [(list(context), [list(requests[i][1]) for i in indices]) for context, indices in batch]
             scored = [score for group in _score_batch(model, items) for score in group]
             indices = [i for _, group_indices in batch for i in group_indices]
@@ -76,18 +78,6 @@ def _fit_window(context: list[int], continuation: list[int], limit: int) -> list
                            f"{limit}-token window; shorten it")
     room = limit + 1 - len(continuation)  # the last continuation token is never fed
     return context[-room:]
-
-
-def _batches(groups: list[tuple[tuple[int, ...], list[int]]], batch_size: int):
-    batch, size = [], 0
-    for group in groups:
-        if batch and size + len(group[1]) > batch_size:
-            yield batch
-            batch, size = [], 0
-        batch.append(group)
-        size += len(group[1])
-    if batch:
-        yield batch
 
 
 def _score_batch(model: torch.nn.Module, items: list[tuple[list[int], list[list[int]]]]

@@ -32,7 +32,8 @@ def chat(messages: list[dict], add_generation_prompt: bool = True) -> str:
     return "".join(f"<{m['role']}>{m['content']}</{m['role']}>" for m in messages) + "<assistant>"
 
 
-CASES = [("lmstack_mc", 0, False), ("lmstack_mc", 3, False), ("lmstack_mc", 2, True), ("lmstack_arith", 3, False),
+CASES = [("lmstack_mc", 0, False), ("lmstack_mc", 3, False), ("lmstack_mc", 2, True), ("lmstack_complete", 5, False),
+         ("lmstack_arith", 3, False),
          ("lmstack_rewrite", 3, False), ("lmstack_rewrite", 3, True)]
 
 
@@ -67,12 +68,14 @@ def test_multiple_choice_scores_equal_the_harness_process_results(tmp_path, monk
 
 
 def test_shipped_tasks_load_and_hash_their_files():
-    assert shipped_task_names() == ["lmstack_arith", "lmstack_mc", "lmstack_prose", "lmstack_rewrite"]
-    tasks = load_tasks(",".join(shipped_task_names()))
-    assert {t.output_type for t in tasks} == {"multiple_choice", "generate_until", "loglikelihood_rolling"}
-    assert all(len(t.content_hash) == 64 and t.docs for t in tasks)
-    assert tasks[2].docs[0]["text"].startswith("The lighthouse keeper")  # text builder, one doc per paragraph
-    assert all(t.reference == f"lmstack:task/{t.name}" for t in tasks)
+    assert shipped_task_names() == ["lmstack_arith", "lmstack_complete", "lmstack_mc", "lmstack_prose",
+                                    "lmstack_rewrite"]
+    tasks = {t.name: t for t in load_tasks(",".join(shipped_task_names()))}
+    assert {t.output_type for t in tasks.values()} == {"multiple_choice", "generate_until", "loglikelihood_rolling"}
+    assert all(len(t.content_hash) == 64 and t.docs for t in tasks.values())
+    prose = tasks["lmstack_prose"].docs  # the text builder, one document per paragraph
+    assert len(prose) == 8 and prose[0]["text"].startswith("The lighthouse keeper")
+    assert all(t.reference == f"lmstack:task/{name}" for name, t in tasks.items())
 
 
 def write(path: Path, text: str) -> Path:

@@ -7,6 +7,8 @@ output is deterministic (fixed seeds).
 - lmstack_mc: four-choice questions of everyday knowledge and small arithmetic (multiple_choice).
 - lmstack_arith: "What is 7 plus 5?" answered with a number (generate_until, exact match).
 - lmstack_rewrite: a sentence rewritten in the past tense (generate_until, BLEU / chrF / ROUGE).
+- lmstack_complete: a situation and four endings, one sensible (multiple_choice with multi-token
+  choices, the shape of sentence-completion benchmarks).
 - lmstack_prose.txt is hand-written prose for rolling perplexity and needs no generator.
 """
 
@@ -163,6 +165,67 @@ def past_tense_rewrites(seed: int, count: int) -> list[dict]:
     return rows
 
 
+# (situation, the sensible way it ends); the other situations' endings are the wrong choices.
+SITUATIONS = [
+    ("was thirsty after the long run, so {they}", "drank a large glass of cold water."),
+    ("saw dark clouds gathering over the hills, so {they}", "took an umbrella before leaving the house."),
+    ("could not read the small print on the label, so {they}", "put on a pair of reading glasses."),
+    ("noticed that the plants on the balcony were drooping, so {they}", "watered them with the green can."),
+    ("was cold in the drafty room, so {they}", "put on a thick wool sweater."),
+    ("had a flat tyre on the way to work, so {they}", "pumped it up at the petrol station."),
+    ("missed the last bus home, so {they}", "called a taxi from the corner."),
+    ("burned the toast while talking on the phone, so {they}", "made two fresh slices."),
+    ("found the front door locked and the key missing, so {they}", "rang the bell and waited."),
+    ("was getting sleepy while driving at night, so {they}", "stopped at a rest area for a nap."),
+    ("spilled coffee across the kitchen table, so {they}", "wiped it up with a cloth."),
+    ("wanted to learn to play the guitar, so {they}", "signed up for weekly lessons."),
+    ("heard the smoke alarm beeping in the hallway, so {they}", "changed the battery in the alarm."),
+    ("had a long list of groceries to buy, so {they}", "took a big bag to the market."),
+    ("felt a sharp pain in a tooth, so {they}", "made an appointment with the dentist."),
+    ("found the soup far too salty, so {they}", "added some water and potatoes to it."),
+    ("could not find a parking space near the shop, so {they}", "parked two streets away and walked."),
+    ("wanted to surprise a friend on her birthday, so {they}", "baked her a chocolate cake."),
+    ("saw that the printer had run out of paper, so {they}", "loaded a new stack into the tray."),
+    ("was late for the morning meeting, so {they}", "sent a message to say sorry."),
+    ("had muddy boots after the walk, so {they}", "left them outside the door."),
+    ("needed to wake up very early, so {they}", "set an alarm for five o'clock."),
+    ("found a wallet lying on the pavement, so {they}", "took it to the police station."),
+    ("noticed the phone battery was almost empty, so {they}", "plugged it into the charger."),
+    ("wanted to keep the milk fresh, so {they}", "put it back in the fridge."),
+    ("got lost in an unfamiliar city, so {they}", "asked a shopkeeper for directions."),
+    ("had a headache after staring at the screen, so {they}", "took a break and rested the eyes."),
+    ("wanted a quiet place to study, so {they}", "went to the library."),
+    ("saw that the dog was hungry, so {they}", "filled its bowl with food."),
+    ("dropped a glass on the kitchen floor, so {they}", "swept up the broken pieces carefully."),
+    ("had wet hair after the shower, so {they}", "dried it with a towel."),
+    ("found the room too dark to read, so {they}", "switched on the lamp."),
+    ("wanted to send a parcel to a cousin, so {they}", "took it to the post office."),
+    ("heard a knock at the door, so {they}", "went to see who was there."),
+    ("noticed the car was almost out of fuel, so {they}", "filled the tank at the next station."),
+    ("wanted to get fitter before the summer, so {they}", "started jogging three times a week."),
+    ("was hungry at midnight, so {they}", "made a cheese sandwich."),
+    ("found a hole in a favourite sock, so {they}", "mended it with a needle and thread."),
+    ("saw the bath about to overflow, so {they}", "turned off the tap quickly."),
+    ("wanted to remember the meeting time, so {they}", "wrote it in the calendar."),
+]
+PEOPLE = [("Anna", "she"), ("Tom", "he"), ("Maria", "she"), ("Leo", "he"), ("Sofia", "she"), ("Omar", "he"),
+          ("Grace", "she"), ("Ivan", "he"), ("The teacher", "she"), ("My uncle", "he")]
+
+
+def completions(seed: int, per_situation: int) -> list[dict]:
+    rnd = random.Random(seed)
+    rows = []
+    for situation, ending in SITUATIONS:
+        others = [e for _, e in SITUATIONS if e != ending]
+        for name, pronoun in rnd.sample(PEOPLE, per_situation):
+            choices = [ending, *rnd.sample(others, 3)]
+            rnd.shuffle(choices)
+            rows.append({"context": f"{name} {situation.format(they=pronoun)}", "endings": choices,
+                         "label": choices.index(ending)})
+    rnd.shuffle(rows)
+    return rows
+
+
 def main() -> None:
     test = multiple_choice_questions(seed=8)
     fewshot = [q for q in multiple_choice_questions(seed=9) if q["question"] not in {t["question"] for t in test}]
@@ -171,6 +234,9 @@ def main() -> None:
     arithmetic = arithmetic_questions(seed=10, count=80)
     write_jsonl(HERE / "lmstack_arith.jsonl", arithmetic[:60])
     write_jsonl(HERE / "lmstack_arith_fewshot.jsonl", arithmetic[60:])
+    complete = completions(seed=12, per_situation=6)
+    write_jsonl(HERE / "lmstack_complete.jsonl", complete[:220])
+    write_jsonl(HERE / "lmstack_complete_fewshot.jsonl", complete[220:])
     rewrites = past_tense_rewrites(seed=11, count=70)
     write_jsonl(HERE / "lmstack_rewrite.jsonl", rewrites[:60])
     write_jsonl(HERE / "lmstack_rewrite_fewshot.jsonl", rewrites[60:])
