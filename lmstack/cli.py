@@ -11,6 +11,7 @@ import sys
 import typer
 
 from lmstack.data.cli import app as data_app
+from lmstack.eval import cli as eval_cli
 from lmstack.eval.cli import app as eval_app
 from lmstack.generate import cli as generate_cli
 from lmstack.hub import cli as hub_cli
@@ -32,6 +33,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(train_app, name="train")
 app.add_typer(eval_app, name="eval")
 app.add_typer(registry_app, name="registry")
+app.command("leaderboard")(eval_cli.leaderboard)
 
 
 @app.command("export")

@@ -190,7 +190,7 @@ def task_results(task: Task, prompts: Sequence[Prompt], outputs: Sequence[Any], 
 
 def generation_scores(task: Task, prompts: Sequence[Prompt], responses: Sequence[str], bootstrap_iters: int,
                       seed: int) -> dict[str, float | None]:
-    references = [_references(p) for p in prompts]
+    references = [reference_texts(p) for p in prompts]
     results: dict[str, float | None] = {}
     rouge = [m.name for m in task.metrics if m.name.startswith("rouge")]
     if rouge:
@@ -206,7 +206,8 @@ def generation_scores(task: Task, prompts: Sequence[Prompt], responses: Sequence
     return results
 
 
-def _references(prompt: Prompt) -> list[str]:
+def reference_texts(prompt: Prompt) -> list[str]:
+    """The gold answer(s) of a document as text."""
     target = prompt.target
     if prompt.choices is not None and isinstance(target, int):
         target = prompt.choices[target]

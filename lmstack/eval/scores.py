@@ -20,3 +20,8 @@ def record_score(bundle: ModelBundle, metric: str, value: float, dataset: str, s
     reference = dataset if sha256 else dataset_reference(dataset)
     details = {"settings": settings, "sha256": sha256 or content_hash(dataset), "model": bundle.name, **details}
     registry.add_score(bundle.lineage_id(), metric, value, dataset=reference, details=details)
+
+
+def latest_scores(artifact_id: str) -> dict[str, registry.Score]:
+    """The most recent score of each metric measured on an artifact."""
+    return {score.metric: score for score in registry.scores(artifact_id)}  # oldest first: later ones win
