@@ -281,13 +281,18 @@ def leaderboard(
     if not entries:
         typer.echo("no model has scores yet; run `lmstack eval run MODEL --tasks ...`")
         return
-    metrics = sorted({m for e in entries for m in e.scores})
     criteria = list(entries[0].criteria)
-    table = Table("rank", "id", "name", "size MB", *(["score", *criteria] if weights else []), *metrics)
+    table = Table("#")
+    table.add_column("id", no_wrap=True)
+    table.add_column("name", overflow="fold")
+    for column in ["MB", *(["score", *criteria] if weights else []), *([sort] if sort else [])]:
+        table.add_column(column, justify="right")
+    table.add_column("scores", min_width=30)
     for i, e in enumerate(entries, 1):
         ranked = [f"{e.total:.3f}", *(f"{e.normalised[c]:.2f}" + (" (missing)" if c in e.missing else "")
                                       for c in criteria)] if weights else []
         size = f"{e.size_bytes / 1e6:.0f}" if e.size_bytes is not None else "-"
-        table.add_row(str(i), e.id, escape(e.name), size, *ranked,
-                      *(f"{e.scores[m]:.4g}" if m in e.scores else "-" for m in metrics))
+        chosen = [f"{e.scores[sort]:.4g}" if sort in e.scores else "-"] if sort else []
+        scores = "\n".join(f"{metric} {value:.4g}" for metric, value in sorted(e.scores.items()))
+        table.add_row(str(i), e.id, escape(e.name), size, *ranked, *chosen, escape(scores))
     Console().print(table)

@@ -40,6 +40,7 @@ PAIR_SYSTEM = (
 )
 RATING = re.compile(r"\[\[\s*(\d+(?:\.\d+)?)\s*\]\]")
 VERDICT = re.compile(r"\[\[\s*([ABC])\s*\]\]")
+CONSISTENT = {("A", "B"), ("B", "A"), ("C", "C")}  # the same preference read in both orders
 
 Judge = Callable[[list[dict[str, str]]], str]  # messages -> the judge's reply
 
@@ -188,7 +189,8 @@ def compare_answers(judge: Judge, questions: list[Question], answers_a: list[str
     decided = len(rows) - counts["error"]
     summary = {"questions": len(rows), "wins_a": counts["model_a"], "wins_b": counts["model_b"], "ties": counts["tie"],
                "parse_failures": counts["error"],
-               "inconsistent_orders": sum(r["winner"] == "tie" and r["verdict_ab"] != r["verdict_ba"] for r in rows),
+               "inconsistent_orders": sum(r["winner"] != "error" and (r["verdict_ab"], r["verdict_ba"]) not in CONSISTENT
+                                          for r in rows),
                "win_rate_a": (counts["model_a"] + counts["tie"] / 2) / decided if decided else None}
     return rows, summary
 
