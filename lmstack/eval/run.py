@@ -115,9 +115,9 @@ def _open_run_folder(folder: Path, config: dict[str, Any], *, overwrite: bool) -
     """Create the run folder, or check that the run it holds is this one (then it resumes)."""
     if overwrite and folder.exists():
         shutil.rmtree(folder)
-    (folder / "samples").mkdir(parents=True, exist_ok=True)
     existing = _read_json(folder / "run.json")
     if existing is None:
+        (folder / "samples").mkdir(parents=True, exist_ok=True)
         atomic_write_text(folder / "run.json", json.dumps(config, indent=2))
         return
     differs = sorted(k for k in config if k != "tasks" and existing.get(k) != config[k])
@@ -128,6 +128,7 @@ def _open_run_folder(folder: Path, config: dict[str, Any], *, overwrite: bool) -
         raise LmstackError(f"{folder} holds a run with a different {what}; pass --overwrite to start again, "
                            "or another --output")
     existing["tasks"] = {**existing.get("tasks", {}), **config["tasks"]}
+    (folder / "samples").mkdir(exist_ok=True)
     atomic_write_text(folder / "run.json", json.dumps(existing, indent=2))
 
 

@@ -212,7 +212,8 @@ class Task:
             raise self._doc_error(index, key, f"failed to render ({_one_line(error)})") from None
 
     def _doc_error(self, index: int, key: str, what: str) -> LmstackError:
-        return LmstackError(f"task {self.name}: `{key}` {what} on document {index}; fix the template or the data")
+        where = f"document {index}" if index >= 0 else "a few-shot example"
+        return LmstackError(f"task {self.name}, {where}: `{key}` {what}; fix the template or the data")
 
     # --- prompts -----------------------------------------------------------------------------------
 
