@@ -230,6 +230,11 @@ class Task:
         return prompts
 
     def _prompt(self, index: int, doc: dict, examples: list[dict], chat) -> Prompt:
+        if self.output_type == "loglikelihood_rolling":  # the whole target is scored; there is no prompt
+            target = self.target(doc, index)
+            if not isinstance(target, str):
+                raise self._doc_error(index, "doc_to_target", "must give the text to score")
+            return Prompt(index, doc, "", None, target)
         messages = [("system", self._description(doc, index), "")] if self.config.get("description") else []
         for example in examples:
             messages += [("user", self._as_text(self.text(example, -1), example), self.target_delimiter),
@@ -642,10 +647,6 @@ def _fewshot_pool(name: str, config: dict[str, Any], splits: dict[str, list[Path
 def _check_documents(task: Task) -> None:
     """Render every document once now, so a bad template or missing field fails before the model loads."""
     for index, doc in enumerate(task.docs):
-        if task.output_type == "loglikelihood_rolling":
-            if not isinstance(task.target(doc, index), str):
-                raise task._doc_error(index, "doc_to_target", "must give the text to score")
-            continue
         task._prompt(index, doc, [], None)
 
 
