@@ -9,17 +9,15 @@ default here is 8, because many task documents are a sentence or two). Documents
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any, Iterable
 
 from lmstack.data import dataset_path, read_records
+from lmstack.data.curate import ngrams
 from lmstack.errors import LmstackError
 from lmstack.eval.metrics import reference_texts
 from lmstack.eval.task import Task
 from lmstack.inputs import read_text
-
-WORD = re.compile(r"\w+")
 
 
 @dataclass
@@ -37,21 +35,13 @@ class Overlap:
         return self.contaminated / tested if tested else 0.0
 
 
-def ngrams(text: str, n: int) -> set[tuple[str, ...]]:
-    words = WORD.findall(text.lower())
-    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
-
-
-def training_ngrams(dataset: str, n: int) -> set[tuple[str, ...]]:
-    """Every n-gram of every string in a dataset (JSONL/JSON/CSV/Parquet records, or a .txt file)."""
+def training_texts(dataset: str) -> Iterable[str]:
+    """Every string in a dataset (JSONL/JSON/CSV/Parquet records at any depth, or a .txt file)."""
     path = dataset_path(dataset)
-    texts = [read_text(path, "training data")] if path.suffix == ".txt" else list(_strings(read_records(dataset)))
-    grams: set[tuple[str, ...]] = set()
-    for text in texts:
-        grams |= ngrams(text, n)
-    if not grams:
-        raise LmstackError(f"{dataset} has no run of {n} words; nothing to compare against (lower --ngram?)")
-    return grams
+    if path.suffix == ".txt":
+        yield read_text(path, "training data")
+        return
+    yield from _strings(read_records(dataset))
 
 
 def _strings(value: Any) -> Iterable[str]:
@@ -66,27 +56,32 @@ def _strings(value: Any) -> Iterable[str]:
             yield from _strings(item)
 
 
-def task_overlap(task: Task, grams: set[tuple[str, ...]], n: int, *, examples: int = 5) -> Overlap:
-    contaminated, too_short, shares, hits = 0, 0, [], []
-    prompts = task.prompts(num_fewshot=0)
-    for prompt in prompts:
+def document_ngrams(task: Task, n: int) -> list[set[tuple[str, ...]]]:
+    """The n-grams of each document: its prompt and its gold answer, what a leaked example holds."""
+    grams = []
+    for prompt in task.prompts(num_fewshot=0):
         context = " ".join(prompt.context) if isinstance(prompt.context, list) else prompt.context
-        own = ngrams(f"{context} {' '.join(reference_texts(prompt))}", n)  # what a leaked example holds
-        if not own:
-            too_short += 1
-            continue
-        found = len(own & grams)
-        shares.append(found / len(own))
-        if found:
-            contaminated += 1
-            hits.append(prompt.index)
-    return Overlap(task.name, len(prompts), contaminated, too_short, sum(shares) / len(shares) if shares else 0.0,
-                   hits[:examples])
+        grams.append(ngrams(f"{context} {' '.join(reference_texts(prompt))}", n))
+    return grams
 
 
-def contamination(tasks: list[Task], dataset: str, *, n: int = 8) -> list[Overlap]:
-    """The overlap of each task with the training dataset."""
+def contamination(tasks: list[Task], dataset: str, *, n: int = 8, examples: int = 5) -> list[Overlap]:
+    """The overlap of each task with the training dataset.
+
+    The tasks' n-grams are indexed (they are small) and the training data streams past them once.
+    """
     if not 1 <= n <= 64:
         raise LmstackError(f"the n-gram length must be in 1..64, got {n}")
-    grams = training_ngrams(dataset, n)
-    return [task_overlap(task, grams, n) for task in tasks]
+    per_task = [document_ngrams(task, n) for task in tasks]
+    wanted = set().union(*(grams for documents in per_task for grams in documents))
+    found: set[tuple[str, ...]] = set()
+    for text in training_texts(dataset):
+        found |= ngrams(text, n) & wanted
+    results = []
+    for task, documents in zip(tasks, per_task):
+        tested = [(i, grams) for i, grams in enumerate(documents) if grams]
+        hits = [i for i, grams in tested if grams & found]
+        shares = [len(grams & found) / len(grams) for _, grams in tested]
+        results.append(Overlap(task.name, len(documents), len(hits), len(documents) - len(tested),
+                               sum(shares) / len(shares) if shares else 0.0, hits[:examples]))
+    return results
