@@ -6,12 +6,14 @@ the continuation tokens, each given everything before it, and whether greedy dec
 produced exactly that continuation.
 
 What makes it fast:
-- Requests that share a context (the choices of one question) run the context once: a prefill
-  fills a KV cache, the cache is copied once per continuation, and a second, short pass over
-  the continuations reads their log-probabilities. A 4-choice question costs one context, not 4.
-- Only positions that predict a scored token go through the output head (`last_only`,
-  `logits_at`): the vocabulary projection is a fifth of a small model's compute.
-- Batches are sorted by length, longest first, so padding is small (and memory trouble, if any,
+- Requests that share a context (the choices of one question) are packed into one row: the
+  context once, then every continuation but its last token. `SharedContextAttention` lets each
+  continuation see the context and its own earlier tokens only, and restarts its positions where
+  the context ends, so one forward pass scores all choices exactly as separate passes would. A
+  4-choice question costs one context, not 4, and there is no second pass and no cache to copy.
+- Only positions that predict a scored token go through the output head (`logits_at`): the
+  vocabulary projection is a fifth of a small model's compute.
+- Rows are sorted by length, longest first, so padding is small (and memory trouble, if any,
   shows up at once rather than at the end).
 """
 
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 
 from lmstack.data import dataset_path
 from lmstack.errors import LmstackError
@@ -31,43 +34,49 @@ from lmstack.hub.load import ModelBundle, load_model
 from lmstack.inputs import read_text
 
 Request = tuple[Sequence[int], Sequence[int]]  # (context ids, continuation ids)
-# Called after each batch with the request indices just scored and their (logprob, greedy).
+# Called after each batch with the requests it finished and their (logprob, greedy).
 ScoredCallback = Callable[[list[int], list[tuple[float, bool]]], None]
 
-# At most this many logits (positions x vocabulary, fp32) are alive at once; longer continuations
-# run through the model in time chunks over the cache.
-LOGITS_BUDGET = 1 << 25
+# At most this many logits (scored positions x vocabulary, fp32) are alive at once: a batch holds
+# fewer rows, and a longer continuation is scored in pieces (the chain rule adds them up).
+LOGITS_BUDGET = 1 << 26
 
 
 def score_requests(model: torch.nn.Module, requests: Sequence[Request], *, batch_size: int = 16,
                    on_scored: ScoredCallback | None = None) -> list[tuple[float, bool]]:
     """(sum of continuation log-probs, greedy) for every request, in the order given.
 
-    `batch_size` counts distinct contexts per batch (the rows of the prefill); all their
-    continuations then share one more, short pass. For one-continuation requests (rolling windows,
-    plain loglikelihood) that is simply requests per batch. Contexts longer than the model's
-    window are cut from the left, as the harness does.
+    `batch_size` counts rows per forward pass; a row is one context with all its continuations.
+    Contexts longer than the model's window are cut from the left, as the harness does.
     """
     if batch_size < 1:
         raise LmstackError(f"batch_size must be at least 1, got {batch_size}")
     limit = model.config.max_position_embeddings
-    groups: dict[tuple[int, ...], list[int]] = {}
+    piece = max(1, LOGITS_BUDGET // model.config.vocab_size)
+    groups: dict[tuple[int, ...], list[tuple[int, list[int]]]] = {}  # context -> (request, continuation piece)
+    pieces_left = [0] * len(requests)
     for index, (context, continuation) in enumerate(requests):
-        context = _fit_window(list(context), list(continuation), limit)
-        groups.setdefault(tuple(context), []).append(index)
-    # Longest first: time estimates only improve, and an out-of-memory shows up at once.
-    ordered = sorted(groups.items(), key=lambda g: -(len(g[0]) + max(len(requests[i][1]) for i in g[1])))
-    results: list[tuple[float, bool] | None] = [None] * len(requests)
+        context, continuation = list(context), list(continuation)
+        for start in range(0, max(len(continuation), 1), piece):
+            part = continuation[start : start + piece]
+            fitted = _fit_window(context + continuation[:start], part, limit)
+            groups.setdefault(tuple(fitted), []).append((index, part))
+            pieces_left[index] += 1
+    rows = sorted(groups.items(), key=lambda g: -_row_length(g[0], [part for _, part in g[1]]))
+    totals: list[list] = [[0.0, True] for _ in requests]
     with torch.inference_mode():
-        for batch in (ordered[start : start + batch_size] for start in range(0, len(ordered), batch_size)):
-            items = [(list(context), [list(requests[i][1]) for i in indices]) for context, indices in batch]
-            scored = [score for group in _score_batch(model, items) for score in group]
-            indices = [i for _, group_indices in batch for i in group_indices]
-            for i, score in zip(indices, scored):
-                results[i] = score
-            if on_scored is not None:
-                on_scored(indices, scored)
-    return results  # type: ignore[return-value]
+        for batch in _batches(rows, batch_size, piece):
+            items = [(list(context), [part for _, part in parts]) for context, parts in batch]
+            owners = [index for _, parts in batch for index, _ in parts]
+            finished = []
+            for index, (logprob, greedy) in zip(owners, _score_rows(model, items)):
+                totals[index] = [totals[index][0] + logprob, totals[index][1] and greedy]
+                pieces_left[index] -= 1
+                if pieces_left[index] == 0:
+                    finished.append(index)
+            if on_scored is not None and finished:
+                on_scored(finished, [tuple(totals[i]) for i in finished])
+    return [(total, greedy) for total, greedy in totals]
 
 
 def _fit_window(context: list[int], continuation: list[int], limit: int) -> list[int]:
@@ -80,52 +89,95 @@ def _fit_window(context: list[int], continuation: list[int], limit: int) -> list
     return context[-room:]
 
 
-def _score_batch(model: torch.nn.Module, items: list[tuple[list[int], list[list[int]]]]
-                 ) -> list[list[tuple[float, bool]]]:
-    """Score the continuations of a few contexts: a prefill per context, then one continuation pass."""
-    device = model.lm_head.weight.device
-    contexts = [context for context, _ in items]
-    continuations = [c for _, conts in items for c in conts]
-    rows = torch.tensor([g for g, (_, conts) in enumerate(items) for _ in conts], device=device)
-    context_ids, context_mask = _pad(contexts, left=True, device=device)
-    longest = max(map(len, continuations))
-    cache = model.new_cache(len(items), context_ids.shape[1] + longest - 1)
-    padded = not bool(context_mask.all())
-    last = model(context_ids, attention_mask=context_mask if padded else None, cache=cache, last_only=True)[:, -1]
-    first = torch.tensor([c[0] for c in continuations], device=device)
-    logprob = last.log_softmax(-1)[rows, first]
-    misses = (last.argmax(-1)[rows] != first).long()
-    if longest > 1:  # feed each continuation but its last token; read the log-prob of the next one
-        cache.reorder(rows)
-        feed, feed_mask = _pad([c[:-1] for c in continuations], left=False, device=device)
-        targets, _ = _pad([c[1:] for c in continuations], left=False, device=device)
-        mask = torch.cat([context_mask[rows], feed_mask], dim=1)
-        step = max(1, LOGITS_BUDGET // (len(continuations) * last.shape[-1]))
-        for start in range(0, longest - 1, step):
-            end = min(start + step, longest - 1)
-            wanted = feed_mask[:, start:end].bool()
-            logits = model(feed[:, start:end], attention_mask=mask[:, : context_ids.shape[1] + end], cache=cache,
-                           logits_at=wanted)
-            row_of, target = wanted.nonzero()[:, 0], targets[:, start:end][wanted]
-            logprob.index_add_(0, row_of, logits.log_softmax(-1).gather(1, target[:, None])[:, 0])
-            misses.index_add_(0, row_of, (logits.argmax(-1) != target).long())
-    scores = list(zip(logprob.tolist(), (misses == 0).tolist()))
-    grouped, start = [], 0
-    for _, conts in items:
-        grouped.append(scores[start : start + len(conts)])
-        start += len(conts)
-    return grouped
+def _row_length(context: Sequence[int], continuations: list[list[int]]) -> int:
+    return len(context) + sum(len(c) - 1 for c in continuations)
 
 
-def _pad(rows: list[list[int]], *, left: bool, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ids, mask) padded to the longest row; the pad id is 0 (masked, never read)."""
-    width = max(map(len, rows))
-    ids, mask = [], []
+def _batches(rows: list, batch_size: int, piece: int):
+    """Consecutive rows: at most `batch_size` of them, and about `piece` scored positions."""
+    batch, scored = [], 0
     for row in rows:
-        gap = [0] * (width - len(row))
-        ids.append(gap + row if left else row + gap)
-        mask.append([0] * len(gap) + [1] * len(row) if left else [1] * len(row) + [0] * len(gap))
-    return torch.tensor(ids, device=device), torch.tensor(mask, device=device)
+        size = sum(len(part) for _, part in row[1])
+        if batch and (len(batch) == batch_size or scored + size > piece):
+            yield batch
+            batch, scored = [], 0
+        batch.append(row)
+        scored += size
+    if batch:
+        yield batch
+
+
+class SharedContextAttention:
+    """The model's `AttentionCache` for packed rows: [context | continuation 1 | continuation 2 ...].
+
+    Every token sees the tokens before it in its own part and the whole context before it; a
+    continuation never sees another. Positions restart after the context for each continuation,
+    so the model computes what it would on context + continuation alone. Padding sees itself only.
+    """
+
+    def __init__(self, parts: torch.Tensor, positions: torch.Tensor):
+        """parts [B, T]: 0 for the context, i for continuation i, -1 for padding; positions [B, T]."""
+        index = torch.arange(parts.shape[1], device=parts.device)
+        earlier = index[None, :, None] >= index[None, None, :]
+        visible = (parts[:, None, :] == 0) | (parts[:, None, :] == parts[:, :, None])
+        real = (parts[:, :, None] >= 0) & (parts[:, None, :] >= 0)
+        self.mask = (earlier & visible & real) | (index[:, None] == index[None, :])
+        self.positions = positions
+        self.windowed: dict[int, torch.Tensor] = {}
+
+    def position_ids(self) -> torch.Tensor:
+        return self.positions
+
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int | None,
+               scale: float) -> torch.Tensor:
+        mask = self.mask
+        if window is not None:  # a sliding-window layer: by position, which restarts per continuation
+            if window not in self.windowed:
+                distance = self.positions[:, :, None] - self.positions[:, None, :]
+                self.windowed[window] = self.mask & (distance < window)
+            mask = self.windowed[window]
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                             attn_mask=mask[:, None], scale=scale,
+                                             enable_gqa=k.shape[2] != q.shape[2])
+        return out.transpose(1, 2)
+
+
+def _score_rows(model: torch.nn.Module, items: list[tuple[list[int], list[list[int]]]]) -> list[tuple[float, bool]]:
+    """(log-prob, greedy) of every continuation of a few contexts, in one forward pass."""
+    device = model.lm_head.weight.device
+    width = max(_row_length(context, continuations) for context, continuations in items)
+    ids = torch.zeros(len(items), width, dtype=torch.long)
+    parts = torch.full((len(items), width), -1, dtype=torch.long)
+    positions = torch.zeros(len(items), width, dtype=torch.long)
+    wanted = torch.zeros(len(items), width, dtype=torch.bool)
+    scored: list[tuple[int, int, int, int]] = []  # (row, column whose logits predict it, token, request)
+    request = 0
+    for row, (context, continuations) in enumerate(items):
+        end = len(context)
+        ids[row, :end] = torch.tensor(context)
+        parts[row, :end] = 0
+        positions[row, :end] = torch.arange(end)
+        wanted[row, end - 1] = True
+        for part, continuation in enumerate(continuations, 1):
+            fed = len(continuation) - 1  # the last token is predicted, never fed
+            ids[row, end : end + fed] = torch.tensor(continuation[:-1], dtype=torch.long)
+            parts[row, end : end + fed] = part
+            positions[row, end : end + fed] = torch.arange(len(context), len(context) + fed)
+            wanted[row, end : end + fed] = True
+            columns = [len(context) - 1, *range(end, end + fed)]
+            scored += [(row, column, token, request) for column, token in zip(columns, continuation)]
+            end += fed
+            request += 1
+    attention = SharedContextAttention(parts.to(device), positions.to(device))
+    logits = model(ids.to(device), cache=attention, logits_at=wanted.to(device))  # [N, V], row-major
+    slot = (wanted.flatten().long().cumsum(0) - 1).view(wanted.shape)  # (row, column) -> row of `logits`
+    rows, columns, tokens, owners = (torch.tensor(values) for values in zip(*scored))
+    picked, tokens, owners = slot[rows, columns].to(device), tokens.to(device), owners.to(device)
+    logprobs = logits.log_softmax(-1)[picked, tokens]
+    misses = (logits.argmax(-1)[picked] != tokens).long()
+    total = torch.zeros(request, device=device).index_add_(0, owners, logprobs)
+    missed = torch.zeros(request, dtype=torch.long, device=device).index_add_(0, owners, misses)
+    return list(zip(total.tolist(), (missed == 0).tolist()))
 
 
 def rolling_windows(ids: Sequence[int], *, window: int, stride: int) -> list[Request]:
