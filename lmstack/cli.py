@@ -13,6 +13,7 @@ import typer
 
 from lmstack.agents.cli import app as agent_app
 from lmstack.data.cli import app as data_app
+from lmstack.eval import cli as eval_cli
 from lmstack.eval.cli import app as eval_app
 from lmstack.generate import cli as generate_cli
 from lmstack.hub import cli as hub_cli
@@ -43,6 +44,7 @@ app.add_typer(eval_app, name="eval")
 app.add_typer(registry_app, name="registry")
 app.add_typer(rag_app, name="rag")
 app.add_typer(agent_app, name="agent")
+app.command("leaderboard")(eval_cli.leaderboard)
 
 
 @app.command("export")

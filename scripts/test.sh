@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up .venv with the test extras (transformers, peft, trl: the reference implementations) and
+# Set up .venv with the test extras (transformers, peft, trl, lm-eval: the reference implementations) and
 # run the whole test suite, real-model tests included (they pull the catalog models once).
 set -euo pipefail
 cd "$(dirname "$0")/.."

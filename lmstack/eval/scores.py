@@ -10,7 +10,18 @@ from lmstack.data import content_hash, dataset_reference
 from lmstack.hub.load import ModelBundle
 
 
-def record_score(bundle: ModelBundle, metric: str, value: float, dataset: str, settings: dict[str, Any]) -> None:
-    """Attach `metric = value`, measured on `dataset` with `settings`, to the bundle's model."""
-    details = {"settings": settings, "sha256": content_hash(dataset), "model": bundle.name}
-    registry.add_score(bundle.lineage_id(), metric, value, dataset=dataset_reference(dataset), details=details)
+def record_score(bundle: ModelBundle, metric: str, value: float, dataset: str, settings: dict[str, Any], *,
+                 sha256: str | None = None, **details: Any) -> None:
+    """Attach `metric = value`, measured on `dataset` with `settings`, to the bundle's model.
+
+    `dataset` is a dataset file (hashed here) or, with `sha256` given, a reference taken as is (an
+    evaluation task hashes its YAML and data files itself). `details` adds stderr, seed, ...
+    """
+    reference = dataset if sha256 else dataset_reference(dataset)
+    details = {"settings": settings, "sha256": sha256 or content_hash(dataset), "model": bundle.name, **details}
+    registry.add_score(bundle.lineage_id(), metric, value, dataset=reference, details=details)
+
+
+def latest_scores(artifact_id: str) -> dict[str, registry.Score]:
+    """The most recent score of each metric measured on an artifact."""
+    return {score.metric: score for score in registry.scores(artifact_id)}  # oldest first: later ones win

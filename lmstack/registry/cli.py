@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
@@ -41,6 +42,26 @@ def list_command(
         name, created = escape(artifact.name), artifact.created_at
         table.add_row(artifact.id, artifact.kind, name, artifact.operation, created, path)
     Console().print(table)
+
+
+@app.command("tree")
+def tree_command(
+    artifact_id: str = typer.Argument(..., metavar="ID", help="An artifact id, e.g. m-3f9a1c2b."),
+    png: Optional[Path] = typer.Option(None, "--png", help="Also draw the tree into this PNG file."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing PNG file."),
+) -> None:
+    """The family tree of an artifact: its base models and everything made from them."""
+    from rich.console import Console
+
+    from lmstack.home import check_output
+    from lmstack.registry.tree import family, render_png, render_text
+
+    if png is not None:
+        check_output(png, overwrite=overwrite, directory=False)
+    tree = family(artifact_id)
+    Console().print(render_text(tree))
+    if png is not None:
+        typer.echo(f"drawn in {render_png(tree, png)}")
 
 
 @app.command("show")
