@@ -111,28 +111,38 @@ class MergeConfig(Strict):
                               default_flow_style=None)
 
 
-def load_config(source: str | Path | dict[str, Any]) -> MergeConfig:
-    """A checked config from a YAML file (or an already parsed mapping)."""
-    where = "the merge config"
-    if not isinstance(source, dict):
-        where = str(source)
-        text = read_text(source, "merge config")
-        try:
-            source = yaml.safe_load(text)
-        except yaml.YAMLError as error:
-            raise LmstackError(f"{where} is not valid YAML ({str(error).splitlines()[0]}); fix the file") from None
-        if not isinstance(source, dict):
-            raise LmstackError(f"{where} must be a YAML mapping with merge_method and models or slices")
-    if "modules" in source or "tokenizer" in source:
-        key = "modules" if "modules" in source else "tokenizer"
-        raise LmstackError(f"{where}: mergekit's `{key}:` section is not supported; use `models:` or `slices:` and "
-                           "`tokenizer_source:`")
+def read_mapping(source: str | Path | dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """A config file's YAML mapping (or a mapping given as is), and how to name it in errors."""
+    if isinstance(source, dict):
+        return source, "the merge config"
+    text = read_text(source, "merge config")
     try:
-        return MergeConfig.model_validate(source)
+        mapping = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise LmstackError(f"{source} is not valid YAML ({str(error).splitlines()[0]}); fix the file") from None
+    if not isinstance(mapping, dict):
+        raise LmstackError(f"{source} must be a YAML mapping with merge_method and models or slices")
+    return mapping, str(source)
+
+
+def validated(model: type[BaseModel], mapping: dict[str, Any], where: str) -> Any:
+    """`model` built from `mapping`; the first validation error as one line naming the key."""
+    try:
+        return model.model_validate(mapping)
     except ValidationError as error:
         first = error.errors()[0]
         key = ".".join(str(part) for part in first["loc"]) or "config"
         raise LmstackError(f"{where}: {key}: {first['msg']}") from None
+
+
+def load_config(source: str | Path | dict[str, Any]) -> MergeConfig:
+    """A checked config from a YAML file (or an already parsed mapping)."""
+    mapping, where = read_mapping(source)
+    if "modules" in mapping or "tokenizer" in mapping:
+        key = "modules" if "modules" in mapping else "tokenizer"
+        raise LmstackError(f"{where}: mergekit's `{key}:` section is not supported; use `models:` or `slices:` and "
+                           "`tokenizer_source:`")
+    return validated(MergeConfig, mapping, where)
 
 
 def value_at(setting: Setting, tensor_name: str, t: float) -> Any:

@@ -31,7 +31,7 @@ from lmstack.merge.config import (
     value_at,
 )
 from lmstack.merge.methods import METHODS, REQUIRED, Method, Param
-from lmstack.merge.sources import ModelSource, open_source
+from lmstack.merge.sources import ModelSource, distinct, open_sources
 from lmstack.model.config import ModelConfig
 
 LAYER = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
@@ -75,14 +75,14 @@ def plan_merge(config: MergeConfig) -> MergePlan:
     if method is None:
         raise LmstackError(f"unknown merge_method '{config.merge_method}'; use one of {', '.join(METHODS)}")
     _check_parameter_names(config, method)
-    sources = _open_sources(config)
-    _check_architectures(list(sources.values()))
+    sources = open_sources(_references(config))
+    check_architectures(list(sources.values()))
     slices = _normalized_slices(config, method, sources)
     for index, output_slice in enumerate(slices):
         _check_slice(index, output_slice, config, method, sources)
-    for source in _unique(sources):
+    for source in distinct(sources):
         source.open_tensors()
-    _check_vocabularies(_unique(sources))
+    check_vocabularies(distinct(sources))
     planner = _Planner(config, method, sources)
     tensors = planner.plan(slices)
     reference = sources[config.base_model] if config.base_model else sources[slices[0].sources[0].model]
@@ -94,11 +94,7 @@ def plan_merge(config: MergeConfig) -> MergePlan:
         tokenizer = reference
     else:
         tokenizer = sources[tokenizer_ref]
-    return MergePlan(config, method, _unique(sources), output_config, tokenizer, tensors)
-
-
-def _unique(sources: dict[str, ModelSource]) -> list[ModelSource]:
-    return list({id(source): source for source in sources.values()}.values())
+    return MergePlan(config, method, distinct(sources), output_config, tokenizer, tensors)
 
 
 # --- config-level checks (no weights read) ---------------------------------------------------
@@ -115,20 +111,10 @@ def _references(config: MergeConfig) -> list[str]:
                            "must share one vocabulary; use tokenizer_source: base or a model")
     if config.tokenizer_source not in (None, "base"):
         refs.append(config.tokenizer_source)
-    return list(dict.fromkeys(refs))
+    return refs
 
 
-def _open_sources(config: MergeConfig) -> dict[str, ModelSource]:
-    """Every model reference of the config, resolved once; spellings of one model share a source."""
-    by_key: dict[Any, ModelSource] = {}
-    sources = {}
-    for ref in _references(config):
-        source = open_source(ref)
-        sources[ref] = by_key.setdefault(source.key, source)
-    return sources
-
-
-def _check_architectures(sources: list[ModelSource]) -> None:
+def check_architectures(sources: list[ModelSource]) -> None:
     first = sources[0]
     for other in sources[1:]:
         for name in SHARED_ARCHITECTURE:
@@ -218,7 +204,7 @@ def _check_value(name: str, value: Any, spec: Param, where: str) -> Any:
     return float(value)
 
 
-def _check_vocabularies(sources: list[ModelSource]) -> None:
+def check_vocabularies(sources: list[ModelSource]) -> None:
     from lmstack.tokenizer import Tokenizer
 
     vocabularies = [(s, Tokenizer.from_dir(s.directory).backend.get_vocab(with_added_tokens=True)) for s in sources]

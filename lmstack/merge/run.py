@@ -5,6 +5,9 @@ cast to the output dtype and appended to `model.safetensors`; nothing else stays
 peak is about one tensor of each input. The output is an ordinary model folder (config,
 tokenizer, generation config, a model card naming the inputs and the config), written atomically
 and recorded in the registry with every input model as a parent.
+
+A config with `experts:` (mergekit-moe's format) assembles a mixture of experts instead
+(`lmstack.merge.moe`); it is written the same way.
 """
 
 from __future__ import annotations
@@ -12,18 +15,22 @@ from __future__ import annotations
 import json
 import zlib
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from lmstack import registry
 from lmstack.device import resolve_device
 from lmstack.home import atomic_path, check_output, remove_stale_temporaries
-from lmstack.merge.config import MergeConfig, load_config
+from lmstack.merge.config import load_config, read_mapping
 from lmstack.merge.plan import MergePlan, TensorPlan, plan_merge
+from lmstack.merge.sources import ModelSource
 from lmstack.merge.writer import StreamingSafetensors
+from lmstack.model.config import ModelConfig
 from lmstack.tokenizer import Tokenizer
+
+Progress = Callable[[int, int], None]
 
 
 @dataclass
@@ -35,34 +42,42 @@ class MergeResult:
     parents: list[str]
 
 
+@dataclass
+class OutputTensor:
+    """One tensor of the output, computed only when its turn to be written comes."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    make: Callable[[], torch.Tensor]
+
+
 def merge(config: str | Path | dict[str, Any], out: str | Path, *, overwrite: bool = False, seed: int = 0,
-          device: str | None = "cpu", progress: Callable[[int, int], None] | None = None) -> MergeResult:
+          device: str | None = "cpu", progress: Progress | None = None) -> MergeResult:
     """Merge the models a mergekit-style config names into the model folder `out`.
 
-    `seed` makes DARE's random drops reproducible; `device` is where the arithmetic runs (the
-    inputs are read from disk either way); `progress(done, total)` is called after each tensor.
+    `seed` makes DARE's random drops (and random MoE routers) reproducible; `device` is where the
+    arithmetic runs (the inputs are read from disk either way); `progress(done, total)` is called
+    after each tensor.
     """
     out = check_output(out, overwrite=overwrite)
-    merge_config = load_config(config)
+    mapping, where = read_mapping(config)
+    if "experts" in mapping:
+        from lmstack.merge.moe import assemble_moe
+
+        return assemble_moe(mapping, where, out, seed=seed, device=device, progress=progress)
+    merge_config = load_config(mapping)
     plan = plan_merge(merge_config)
     target = resolve_device(device)
-    remove_stale_temporaries(out.absolute().parent)
-    with atomic_path(out) as tmp:
-        tmp.mkdir()
-        layout = [(t.name, t.shape, t.dtype) for t in plan.tensors]
-        with StreamingSafetensors(tmp / "model.safetensors", layout) as writer:
-            for done, tensor in enumerate(plan.tensors, 1):
-                writer.write(tensor.name, merge_tensor(plan, tensor, target, seed).to(tensor.dtype))
-                if progress:
-                    progress(done, len(plan.tensors))
-        _write_model_files(tmp, plan)
-    parents = [source.lineage_id() for source in plan.sources]
-    artifact = registry.record(
-        "model", out, name=out.name, operation="merge", parents=parents,
-        recipe={"config": merge_config.model_dump(mode="json", exclude_none=True), "seed": seed},
-        metadata={"method": plan.method.name, "tensors": len(plan.tensors), "layers": plan.output_config.num_layers},
-    )
-    return MergeResult(out, artifact, plan.method.name, len(plan.tensors), parents)
+    tensors = [OutputTensor(t.name, t.shape, t.dtype, partial(merge_tensor, plan, t, target, seed))
+               for t in plan.tensors]
+    card = model_card(f"{plan.method.name} merge", plan.sources, merge_config.to_yaml(),
+                      f"the **{plan.method.name}** method" + (f", with `{merge_config.base_model}` as the base"
+                                                              if plan.method.base == "required" else ""))
+    write_model(out, tensors, plan.output_config, plan.tokenizer_source, merge_config.chat_template,
+                {"mergekit_config.yml": merge_config.to_yaml(), "README.md": card}, progress)
+    return record_model(out, "merge", plan.sources, plan.method.name, merge_config.model_dump(mode="json",
+                        exclude_none=True), seed, {"tensors": len(tensors), "layers": plan.output_config.num_layers})
 
 
 def merge_tensor(plan: MergePlan, tensor: TensorPlan, device: torch.device, seed: int = 0) -> torch.Tensor:
@@ -76,32 +91,48 @@ def merge_tensor(plan: MergePlan, tensor: TensorPlan, device: torch.device, seed
     return plan.method.combine(base, inputs, [entry.values for entry in tensor.inputs], tensor.shared, generators)
 
 
-def _write_model_files(folder: Path, plan: MergePlan) -> None:
-    """Everything but the weights: config, tokenizer, generation defaults, the config and a model card."""
-    dtype = plan.tensors[0].dtype
-    hf_config = plan.output_config.to_hf() | {"torch_dtype": str(dtype).removeprefix("torch.")}
-    (folder / "config.json").write_text(json.dumps(hf_config, indent=2))
-    tokenizer_dir = plan.tokenizer_source.directory
-    tokenizer = Tokenizer.from_dir(tokenizer_dir)
-    if plan.config.chat_template:
-        tokenizer.chat_template = plan.config.chat_template
-    tokenizer.save(folder)
-    generation = tokenizer_dir / "generation_config.json"
-    if generation.is_file():
-        (folder / "generation_config.json").write_text(generation.read_text(encoding="utf-8"))
-    (folder / "mergekit_config.yml").write_text(plan.config.to_yaml())
-    (folder / "README.md").write_text(model_card(plan), encoding="utf-8")
+def write_model(out: Path, tensors: list[OutputTensor], config: ModelConfig, tokenizer_source: ModelSource,
+                chat_template: str | None, files: dict[str, str], progress: Progress | None = None) -> None:
+    """Stream `tensors` into `out/model.safetensors` and add config, tokenizer and `files`, atomically."""
+    remove_stale_temporaries(out.absolute().parent)
+    with atomic_path(out) as tmp:
+        tmp.mkdir()
+        with StreamingSafetensors(tmp / "model.safetensors", [(t.name, t.shape, t.dtype) for t in tensors]) as writer:
+            for done, tensor in enumerate(tensors, 1):
+                writer.write(tensor.name, tensor.make().to(tensor.dtype))
+                if progress:
+                    progress(done, len(tensors))
+        hf_config = config.to_hf() | {"torch_dtype": str(tensors[0].dtype).removeprefix("torch.")}
+        (tmp / "config.json").write_text(json.dumps(hf_config, indent=2))
+        tokenizer = Tokenizer.from_dir(tokenizer_source.directory)
+        if chat_template:
+            tokenizer.chat_template = chat_template
+        tokenizer.save(tmp)
+        generation = tokenizer_source.directory / "generation_config.json"
+        if generation.is_file():
+            (tmp / "generation_config.json").write_text(generation.read_text(encoding="utf-8"))
+        for name, text in files.items():
+            (tmp / name).write_text(text, encoding="utf-8")
 
 
-def model_card(plan: MergePlan) -> str:
-    config: MergeConfig = plan.config
-    base = config.base_model
+def record_model(out: Path, operation: str, sources: list[ModelSource], method: str, config: dict[str, Any],
+                 seed: int, metadata: dict[str, Any]) -> MergeResult:
+    """Record the finished folder in the registry, every input model a parent."""
+    from lmstack import registry
+
+    parents = list(dict.fromkeys(source.lineage_id() for source in sources))
+    artifact = registry.record("model", out, name=out.name, operation=operation, parents=parents,
+                               recipe={"config": config, "seed": seed}, metadata={"method": method, **metadata})
+    return MergeResult(out, artifact, method, metadata["tensors"], parents)
+
+
+def model_card(title: str, sources: list[ModelSource], config_yaml: str, how: str) -> str:
+    """README.md: what made the model, from which inputs (with their registry ids), with which config."""
     lines = ["---", "library_name: transformers", "tags:", "- merge", "- lmstack", "base_model:"]
-    lines += [f"- {source.ref}" for source in plan.sources]
-    lines += ["---", "", f"# {plan.method.name} merge", "",
-              f"Made with `lmstack merge` using the **{plan.method.name}** method"
-              + (f", with `{base}` as the base." if base and plan.method.base == "required" else "."), "",
+    lines += [f"- {source.ref}" for source in sources]
+    lines += ["---", "", f"# {title}", "", f"Made with `lmstack merge` using {how}.", "",
               "## Input models", "", "| reference | resolved to | registry id |", "|---|---|---|"]
-    lines += [f"| `{s.ref}` | `{s.resolved.path}` | {s.lineage_id()} |" for s in plan.sources]
-    lines += ["", "## Configuration", "", "```yaml", config.to_yaml().rstrip(), "```", ""]
+    lines += [f"| `{s.ref}` | `{s.resolved.path}` | {s.lineage_id()} |" for s in sources]
+    lines += ["", "## Configuration", "", "```yaml", config_yaml.rstrip(), "```", ""]
     return "\n".join(lines)
+

@@ -92,6 +92,21 @@ def open_source(ref: str) -> ModelSource:
     return ModelSource(ref=ref, resolved=resolved, config=config)
 
 
+def open_sources(refs: list[str]) -> dict[str, ModelSource]:
+    """Each reference resolved once; two spellings of one model (a name and its path) share a source."""
+    by_key: dict[Path, ModelSource] = {}
+    sources = {}
+    for ref in dict.fromkeys(refs):
+        source = open_source(ref)
+        sources[ref] = by_key.setdefault(source.key, source)
+    return sources
+
+
+def distinct(sources: dict[str, ModelSource]) -> list[ModelSource]:
+    """The sources of `open_sources`, each model once, in order of first mention."""
+    return list({id(source): source for source in sources.values()}.values())
+
+
 def _weight_files(directory: Path) -> list[Path]:
     index = directory / hf_io.SHARD_INDEX
     if index.is_file():

@@ -1,6 +1,6 @@
 """The decoder-only transformer, in one file.
 
-Every supported family (Llama 2/3, SmolLM2, Mistral, Qwen2, Gemma 3) runs through this code; the
+Every supported family (Llama 2/3, SmolLM2, Mistral, Mixtral, Qwen2, Gemma 3) runs through this code; the
 differences are values in `ModelConfig`. Submodule names equal Hugging Face transformers' so a
 state dict moves between the two unchanged, and PEFT adapters address the same modules.
 
@@ -185,13 +185,53 @@ class MLP(nn.Module):
         return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))  # SwiGLU / GeGLU
 
 
+class Expert(nn.Module):
+    """One expert of a Mixtral layer: a SwiGLU MLP under Mixtral's names (w1 gate, w3 up, w2 down)."""
+
+    def __init__(self, c: ModelConfig):
+        super().__init__()
+        self.w1 = nn.Linear(c.hidden_size, c.intermediate_size, bias=False)
+        self.w2 = nn.Linear(c.intermediate_size, c.hidden_size, bias=False)
+        self.w3 = nn.Linear(c.hidden_size, c.intermediate_size, bias=False)
+        self.act = nn.SiLU() if c.activation == "silu" else nn.GELU(approximate="tanh")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w2(self.act(self.w1(x)) * self.w3(x))
+
+
+class SparseMoE(nn.Module):
+    """Mixtral's MLP: the router (`gate`) scores every expert per token, the top `experts_per_token`
+    run, and their outputs are mixed by the router's softmax probabilities renormalised over them."""
+
+    def __init__(self, c: ModelConfig):
+        super().__init__()
+        self.top_k = c.experts_per_token
+        self.gate = nn.Linear(c.hidden_size, c.num_experts, bias=False)
+        self.experts = nn.ModuleList(Expert(c) for _ in range(c.num_experts))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = x.reshape(-1, x.shape[-1])
+        probabilities = F.softmax(self.gate(tokens).float(), dim=-1)
+        weights, chosen = probabilities.topk(self.top_k, dim=-1)
+        weights = (weights / weights.sum(dim=-1, keepdim=True)).to(x.dtype)
+        out = torch.zeros_like(tokens)
+        for index, expert in enumerate(self.experts):  # each expert runs once, on the tokens routed to it
+            rows, slot = (chosen == index).nonzero(as_tuple=True)
+            if rows.numel():
+                out.index_add_(0, rows, expert(tokens[rows]) * weights[rows, slot, None])
+        return out.view_as(x)
+
+
 class Block(nn.Module):
     def __init__(self, c: ModelConfig, layer: int):
         super().__init__()
         self.sliding = c.layer_types[layer] == "sliding_attention"
         self.sandwich = c.sandwich_norm
         self.self_attn = Attention(c, layer)
-        self.mlp = MLP(c)
+        if c.num_experts:
+            self.block_sparse_moe = SparseMoE(c)
+        else:
+            self.mlp = MLP(c)
         self.input_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps, c.norm_offset)
         # Llama: `post_attention_layernorm` is the norm before the MLP. Gemma: it normalises the
         # attention output, and two more norms wrap the MLP. The names follow transformers.
@@ -200,12 +240,16 @@ class Block(nn.Module):
             self.pre_feedforward_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps, c.norm_offset)
             self.post_feedforward_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps, c.norm_offset)
 
+    @property
+    def feed_forward(self) -> nn.Module:
+        return self.block_sparse_moe if hasattr(self, "block_sparse_moe") else self.mlp
+
     def forward(self, x, cos, sin, mask, cache):
         if self.sandwich:
             x = x + self.post_attention_layernorm(self.self_attn(self.input_layernorm(x), cos, sin, mask, cache))
-            return x + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x)))
+            return x + self.post_feedforward_layernorm(self.feed_forward(self.pre_feedforward_layernorm(x)))
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache)
-        return x + self.mlp(self.post_attention_layernorm(x))
+        return x + self.feed_forward(self.post_attention_layernorm(x))
 
 
 class Decoder(nn.Module):

@@ -12,11 +12,12 @@ import torch
 def tiny_tokenizer(vocab_size: int = 128):
     """A word-level tokenizer with tokens t0..tN: the vocabulary of the tiny models."""
     from tokenizers import Tokenizer as Backend
-    from tokenizers import models
+    from tokenizers import models, pre_tokenizers
 
     from lmstack.tokenizer import Tokenizer
 
     backend = Backend(models.WordLevel({f"t{i}": i for i in range(vocab_size)}, unk_token="t0"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
     return Tokenizer(backend, special_tokens={"eos_token": "t1"}, chat_template="chatml")
 
 
