@@ -7,7 +7,7 @@ from importlib import import_module
 from typing import Any
 
 _LAZY = {"merge": "lmstack.merge.run", "MergeResult": "lmstack.merge.run", "load_config": "lmstack.merge.config",
-         "MergeConfig": "lmstack.merge.config", "plan_merge": "lmstack.merge.plan", "METHODS": "lmstack.merge.methods"}
+         "MergeConfig": "lmstack.merge.config", "plan_merge": "lmstack.merge.plan", "METHODS": "lmstack.merge.config"}
 
 __all__ = list(_LAZY)
 

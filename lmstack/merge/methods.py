@@ -1,8 +1,8 @@
 """The merge methods: what happens to one tensor, given the same tensor from every input model.
 
-Every method here is a function of float32 tensors. `METHODS` says, for each, which parameters it
-takes (shared by all inputs, or one value per input), their defaults and ranges, and whether it
-needs a base model; the planner checks a config against it before any tensor is read.
+Every method here is a function of float32 tensors; `COMBINE` calls them by name. Which
+parameters each takes, their defaults and ranges, are in `lmstack.merge.config.METHODS`, checked
+when the config is read.
 
     linear            sum_i w_i x_i (/ sum_i w_i)                       Model Soups
     slerp             spherical interpolation from the base to the other model by t
@@ -18,8 +18,7 @@ needs a base model; the planner checks a config against it before any tensor is 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 
@@ -131,7 +130,7 @@ def _sparsify(delta: torch.Tensor, density: float, how: str, rescale: bool,
     if how == "magnitude":
         keep = top_magnitude_mask(delta, max(1, int(density * delta.numel())))
     else:
-        keep = torch.rand(delta.shape, generator=generator) < density
+        keep = torch.rand(delta.shape, generator=generator, device=delta.device) < density
     delta.mul_(keep)
     return delta.div_(density) if rescale else delta
 
@@ -161,37 +160,8 @@ def top_magnitude_mask(x: torch.Tensor, k: int) -> torch.Tensor:
     return keep.view(x.shape)
 
 
-# --- what each method takes ----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Param:
-    """A method parameter: its default (`REQUIRED` if none) and, for numbers, its allowed range."""
-
-    default: Any
-    low: float | None = None
-    high: float | None = None
-    kind: type = float
-
-
-REQUIRED = object()
-
-
-@dataclass(frozen=True)
-class Method:
-    name: str
-    base: str  # "required": the base is an input with a special role; "ignored": no base
-    combine: Callable[..., torch.Tensor]  # (base, tensors, per_input values, shared values) -> tensor
-    shared: dict[str, Param] = field(default_factory=dict)
-    per_input: dict[str, Param] = field(default_factory=dict)  # for every input that is not the base
-    min_inputs: int = 1  # inputs other than the base
-    max_inputs: int | None = None
-    random: bool = False  # needs seeded generators (DARE)
-
-
-WEIGHT = Param(REQUIRED)
-DENSITY = Param(1.0, 0.0, 1.0)
-FLAGS = {"int8_mask": Param(False, kind=bool)}  # mergekit's memory option: accepted, not needed here
+# --- the methods by name, as the planner calls them ------------------------------------------
+# (base, inputs, each input's parameters, shared parameters, DARE's generators) -> tensor
 
 
 def _linear(base, tensors, inputs, shared, generators):
@@ -221,27 +191,13 @@ def _passthrough(base, tensors, inputs, shared, generators):
     return passthrough(tensors[0], inputs[0]["scale"])
 
 
-def _task_method(name: str, sparsify: str | None, consensus: bool, normalize: bool, rescale: bool) -> Method:
-    return Method(
-        name, "required", _task_family(sparsify, consensus),
-        shared={"normalize": Param(normalize, kind=bool), "rescale": Param(rescale, kind=bool),
-                "lambda": Param(1.0), **FLAGS},
-        per_input={"weight": WEIGHT, "density": DENSITY},
-        random=sparsify == "random",
-    )
-
-
-METHODS: dict[str, Method] = {
-    "linear": Method("linear", "ignored", _linear, shared={"normalize": Param(True, kind=bool)},
-                     per_input={"weight": WEIGHT}),
-    "slerp": Method("slerp", "required", _slerp, shared={"t": Param(REQUIRED, 0.0, 1.0)}, min_inputs=1,
-                    max_inputs=1),
-    "task_arithmetic": _task_method("task_arithmetic", None, False, normalize=False, rescale=False),
-    "ties": _task_method("ties", "magnitude", True, normalize=True, rescale=False),
-    "dare_linear": _task_method("dare_linear", "random", False, normalize=False, rescale=True),
-    "dare_ties": _task_method("dare_ties", "random", True, normalize=False, rescale=True),
-    "model_stock": Method("model_stock", "required", _model_stock, shared={"filter_wise": Param(False, kind=bool)},
-                          min_inputs=2),
-    "passthrough": Method("passthrough", "ignored", _passthrough, per_input={"scale": Param(None)},
-                          max_inputs=1),
+COMBINE: dict[str, Callable[..., torch.Tensor]] = {
+    "linear": _linear,
+    "slerp": _slerp,
+    "task_arithmetic": _task_family(None, consensus=False),
+    "ties": _task_family("magnitude", consensus=True),
+    "dare_linear": _task_family("random", consensus=False),
+    "dare_ties": _task_family("random", consensus=True),
+    "model_stock": _model_stock,
+    "passthrough": _passthrough,
 }

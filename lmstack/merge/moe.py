@@ -30,13 +30,10 @@ from __future__ import annotations
 import dataclasses
 from functools import partial
 from pathlib import Path
-from typing import Literal, Optional
-
 import torch
-from pydantic import Field, field_validator, model_validator
 
 from lmstack.errors import LmstackError
-from lmstack.merge.config import DTYPES, Strict, validated
+from lmstack.merge.config import MoEConfig
 from lmstack.merge.plan import check_architectures, check_vocabularies
 from lmstack.merge.run import MergeResult, OutputTensor, Progress, model_card, record_model, write_model
 from lmstack.merge.sources import ModelSource, distinct, open_sources
@@ -45,43 +42,9 @@ from lmstack.merge.sources import ModelSource, distinct, open_sources
 EXPERT_NAMES = {"w1": "gate_proj", "w2": "down_proj", "w3": "up_proj"}
 
 
-class ExpertConfig(Strict):
-    source_model: str
-    positive_prompts: Optional[list[str]] = None
-    negative_prompts: Optional[list[str]] = None
-
-
-class MoEConfig(Strict):
-    base_model: str
-    experts: list[ExpertConfig] = Field(min_length=2)
-    gate_mode: Literal["hidden", "cheap_embed", "random"] = "hidden"
-    experts_per_token: int = Field(2, ge=1)
-    dtype: Optional[str] = None
-
-    @field_validator("dtype")
-    @classmethod
-    def _known_dtype(cls, value: str | None) -> str | None:
-        if value is not None and value not in DTYPES:
-            raise ValueError(f"'{value}' is not a dtype; use float32, float16 or bfloat16")
-        return DTYPES.get(value) if value else None
-
-    @model_validator(mode="after")
-    def _routable(self) -> "MoEConfig":
-        if self.experts_per_token > len(self.experts):
-            raise ValueError(f"experts_per_token ({self.experts_per_token}) is more than the {len(self.experts)} "
-                             "experts")
-        if self.gate_mode != "random":
-            for index, expert in enumerate(self.experts):
-                if not expert.positive_prompts or not all(p.strip() for p in expert.positive_prompts):
-                    raise ValueError(f"expert {index + 1} needs non-empty positive_prompts for gate_mode "
-                                     f"{self.gate_mode} (or use gate_mode: random)")
-        return self
-
-
-def assemble_moe(mapping: dict, where: str, out: Path, *, seed: int = 0, device: str | None = "cpu",
+def assemble_moe(config: MoEConfig, out: Path, *, seed: int = 0, device: str | None = None,
                  progress: Progress | None = None) -> MergeResult:
     """Build the mixture of experts a mergekit-moe config describes into the folder `out`."""
-    config: MoEConfig = validated(MoEConfig, mapping, where)
     by_ref = open_sources([config.base_model] + [expert.source_model for expert in config.experts])
     base, experts = by_ref[config.base_model], [by_ref[expert.source_model] for expert in config.experts]
     unique = distinct(by_ref)
@@ -97,19 +60,13 @@ def assemble_moe(mapping: dict, where: str, out: Path, *, seed: int = 0, device:
     tensors = _layout(base, experts, routers, dtype)
     output_config = dataclasses.replace(base.config, family="mixtral", num_experts=len(experts),
                                         experts_per_token=config.experts_per_token)
-    text = validated_yaml(config)
+    text = config.to_yaml()
     card = model_card("Mixture of experts", unique, text, f"{len(experts)} experts, {config.experts_per_token} per "
                       f"token, routers from `{config.gate_mode}`, on `{config.base_model}`")
     write_model(out, tensors, output_config, base, None, {"mergekit_moe_config.yml": text, "README.md": card},
                 progress)
     return record_model(out, "moe", unique, "moe", config.model_dump(mode="json", exclude_none=True), seed,
                         {"tensors": len(tensors), "experts": len(experts), "gate_mode": config.gate_mode})
-
-
-def validated_yaml(config: MoEConfig) -> str:
-    import yaml
-
-    return yaml.safe_dump(config.model_dump(mode="json", exclude_none=True), sort_keys=False, allow_unicode=True)
 
 
 def _layout(base: ModelSource, experts: list[ModelSource], routers: torch.Tensor,
@@ -131,7 +88,7 @@ def _layout(base: ModelSource, experts: list[ModelSource], routers: torch.Tensor
 
 
 def router_weights(config: MoEConfig, base: ModelSource, *, seed: int = 0,
-                   device: str | None = "cpu") -> torch.Tensor:
+                   device: str | None = None) -> torch.Tensor:
     """[layers, experts, hidden]: one unit-length row per expert in every layer's router."""
     layers, hidden = base.config.num_layers, base.config.hidden_size
     if config.gate_mode == "random":

@@ -22,15 +22,17 @@ import torch
 
 from lmstack.errors import LmstackError
 from lmstack.merge.config import (
+    METHODS,
+    REQUIRED,
     InputSlice,
     MergeConfig,
+    MethodSpec,
     OutputSlice,
+    Param,
     Parameters,
-    anchors,
-    check_number,
+    checked_value,
     value_at,
 )
-from lmstack.merge.methods import METHODS, REQUIRED, Method, Param
 from lmstack.merge.sources import ModelSource, distinct, open_sources
 from lmstack.model.config import ModelConfig
 
@@ -62,7 +64,7 @@ class TensorPlan:
 @dataclass
 class MergePlan:
     config: MergeConfig
-    method: Method
+    method: MethodSpec
     sources: list[ModelSource]  # each input model once, in order of first mention
     output_config: ModelConfig
     tokenizer_source: ModelSource
@@ -71,10 +73,7 @@ class MergePlan:
 
 def plan_merge(config: MergeConfig) -> MergePlan:
     """Check `config` against its models and lay out every output tensor (reads headers only)."""
-    method = METHODS.get(config.merge_method)
-    if method is None:
-        raise LmstackError(f"unknown merge_method '{config.merge_method}'; use one of {', '.join(METHODS)}")
-    _check_parameter_names(config, method)
+    method = METHODS[config.merge_method]  # known: load_config checked the method and its parameters
     sources = open_sources(_references(config))
     check_architectures(list(sources.values()))
     slices = _normalized_slices(config, method, sources)
@@ -106,9 +105,6 @@ def _references(config: MergeConfig) -> list[str]:
     for output_slice in config.slices or []:
         refs += [output_slice.base_model] if output_slice.base_model else []
         refs += [s.model for s in output_slice.sources]
-    if config.tokenizer_source == "union":
-        raise LmstackError("tokenizer_source: union (merging different vocabularies) is not supported; the models "
-                           "must share one vocabulary; use tokenizer_source: base or a model")
     if config.tokenizer_source not in (None, "base"):
         refs.append(config.tokenizer_source)
     return refs
@@ -125,7 +121,7 @@ def check_architectures(sources: list[ModelSource]) -> None:
                                    "must share one architecture (fine-tunes of one base model)")
 
 
-def _normalized_slices(config: MergeConfig, method: Method, sources: dict[str, ModelSource]) -> list[OutputSlice]:
+def _normalized_slices(config: MergeConfig, method: MethodSpecSpec, sources: dict[str, ModelSource]) -> list[OutputSlice]:
     """`models:` is one slice over every layer of each model (plus the base, when the method has one)."""
     if config.slices:
         return config.slices
@@ -139,18 +135,16 @@ def _normalized_slices(config: MergeConfig, method: Method, sources: dict[str, M
     ])]
 
 
-def _slice_base(output_slice: OutputSlice, config: MergeConfig, method: Method,
+def _slice_base(output_slice: OutputSlice, config: MergeConfig, method: MethodSpecSpec,
                 sources: dict[str, ModelSource]) -> InputSlice | None:
     if method.base != "required":
         return None
-    base_ref = output_slice.base_model or config.base_model
-    if base_ref is None:
-        raise LmstackError(f"merge_method {method.name} needs a base_model; add `base_model:` to the config")
+    base_ref = output_slice.base_model or config.base_model  # load_config made sure there is one
     base_key = sources[base_ref].key
     return next((s for s in output_slice.sources if sources[s.model].key == base_key), None)
 
 
-def _check_slice(index: int, output_slice: OutputSlice, config: MergeConfig, method: Method,
+def _check_slice(index: int, output_slice: OutputSlice, config: MergeConfig, method: MethodSpecSpec,
                  sources: dict[str, ModelSource]) -> None:
     where = f"slice {index + 1}"
     for source in output_slice.sources:
@@ -175,35 +169,6 @@ def _check_slice(index: int, output_slice: OutputSlice, config: MergeConfig, met
         raise LmstackError(f"{where}: {method.name} merges {wanted} model(s){extra}, got {others}")
 
 
-def _check_parameter_names(config: MergeConfig, method: Method) -> None:
-    """An unknown parameter is most likely a typo: refuse it instead of silently using a default."""
-    known = set(method.shared) | set(method.per_input)
-    places: list[tuple[str, Parameters | None]] = [("parameters", config.parameters)]
-    places += [(f"models[{i}].parameters", m.parameters) for i, m in enumerate(config.models or [])]
-    for i, output_slice in enumerate(config.slices or []):
-        places.append((f"slices[{i}].parameters", output_slice.parameters))
-        places += [(f"slices[{i}].sources[{j}].parameters", s.parameters) for j, s in enumerate(output_slice.sources)]
-    for where, parameters in places:
-        for name, setting in (parameters or {}).items():
-            if name not in known:
-                raise LmstackError(f"{where}: {method.name} has no parameter '{name}'; it takes "
-                                   f"{', '.join(sorted(known)) or 'none'}")
-            spec = method.shared.get(name) or method.per_input[name]
-            for value in anchors(setting):
-                _check_value(name, value, spec, where)
-
-
-def _check_value(name: str, value: Any, spec: Param, where: str) -> Any:
-    if spec.kind is bool:
-        if not isinstance(value, bool):
-            raise LmstackError(f"{where}: parameter {name} must be true or false, got {value!r}")
-        return value
-    if value is None and spec.default is None:
-        return None
-    check_number(name, value, spec.low, spec.high, where)
-    return float(value)
-
-
 def check_vocabularies(sources: list[ModelSource]) -> None:
     from lmstack.tokenizer import Tokenizer
 
@@ -221,7 +186,7 @@ def check_vocabularies(sources: list[ModelSource]) -> None:
 
 
 class _Planner:
-    def __init__(self, config: MergeConfig, method: Method, sources: dict[str, ModelSource]):
+    def __init__(self, config: MergeConfig, method: MethodSpecSpec, sources: dict[str, ModelSource]):
         self.config, self.method, self.sources = config, method, sources
         dtype = config.output_dtype
         self.dtype = getattr(torch, dtype) if dtype else None
@@ -302,5 +267,5 @@ class _Planner:
                     raise LmstackError(f"parameter {name} is not set for tensor {tensor}; set it under "
                                        f"`parameters:` (e.g. {name}: 0.5)")
                 value = spec.default
-            values[name] = _check_value(name, value, spec, f"tensor {tensor}")
+            values[name] = checked_value(name, value, spec, f"tensor {tensor}")
         return values

@@ -23,7 +23,8 @@ import torch
 
 from lmstack.device import resolve_device
 from lmstack.home import atomic_path, check_output, remove_stale_temporaries
-from lmstack.merge.config import load_config, read_mapping
+from lmstack.merge.config import MergeConfig, MoEConfig, load_config
+from lmstack.merge.methods import COMBINE
 from lmstack.merge.plan import MergePlan, TensorPlan, plan_merge
 from lmstack.merge.sources import ModelSource
 from lmstack.merge.writer import StreamingSafetensors
@@ -52,21 +53,20 @@ class OutputTensor:
     make: Callable[[], torch.Tensor]
 
 
-def merge(config: str | Path | dict[str, Any], out: str | Path, *, overwrite: bool = False, seed: int = 0,
-          device: str | None = "cpu", progress: Progress | None = None) -> MergeResult:
+def merge(config: str | Path | dict[str, Any] | MergeConfig | MoEConfig, out: str | Path, *, overwrite: bool = False, seed: int = 0,
+          device: str | None = None, progress: Progress | None = None) -> MergeResult:
     """Merge the models a mergekit-style config names into the model folder `out`.
 
     `seed` makes DARE's random drops (and random MoE routers) reproducible; `device` is where the
-    arithmetic runs (the inputs are read from disk either way); `progress(done, total)` is called
-    after each tensor.
+    arithmetic runs (default: cuda if available; the inputs are read from disk either way);
+    `progress(done, total)` is called after each tensor.
     """
     out = check_output(out, overwrite=overwrite)
-    mapping, where = read_mapping(config)
-    if "experts" in mapping:
+    merge_config = config if isinstance(config, (MergeConfig, MoEConfig)) else load_config(config)
+    if isinstance(merge_config, MoEConfig):
         from lmstack.merge.moe import assemble_moe
 
-        return assemble_moe(mapping, where, out, seed=seed, device=device, progress=progress)
-    merge_config = load_config(mapping)
+        return assemble_moe(merge_config, out, seed=seed, device=device, progress=progress)
     plan = plan_merge(merge_config)
     target = resolve_device(device)
     tensors = [OutputTensor(t.name, t.shape, t.dtype, partial(merge_tensor, plan, t, target, seed))
@@ -88,7 +88,8 @@ def merge_tensor(plan: MergePlan, tensor: TensorPlan, device: torch.device, seed
     if plan.method.random:  # each (tensor, input) has its own stream: results do not depend on order
         generators = [torch.Generator(device).manual_seed(zlib.crc32(f"{seed}/{tensor.name}/{i}".encode()))
                       for i in range(len(inputs))]
-    return plan.method.combine(base, inputs, [entry.values for entry in tensor.inputs], tensor.shared, generators)
+    return COMBINE[plan.method.name](base, inputs, [entry.values for entry in tensor.inputs], tensor.shared,
+                                     generators)
 
 
 def write_model(out: Path, tensors: list[OutputTensor], config: ModelConfig, tokenizer_source: ModelSource,

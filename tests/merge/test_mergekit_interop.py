@@ -6,7 +6,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import read_weights
+from merge_models import read_weights
 
 mergekit = pytest.importorskip("mergekit")
 

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from conftest import read_weights, tiny_llama
+from merge_models import read_weights, tiny_llama
 from lmstack.errors import LmstackError
 from lmstack.merge import merge
 
@@ -118,7 +118,7 @@ def test_bad_moe_configs_are_refused(change, message, tiny_family, tmp_path):
 
 
 def test_a_qwen2_base_is_refused(tmp_path):
-    from conftest import random_state, save_model
+    from merge_models import random_state, save_model
 
     qwen = tiny_llama(family="qwen2")
     paths = {name: save_model(tmp_path / name, qwen, random_state(qwen, i)) for i, name in enumerate(["a", "b"])}

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import fine_tune_of, random_state, read_weights, save_model, tiny_llama
+from merge_models import fine_tune_of, random_state, read_weights, save_model, tiny_llama
 from lmstack.errors import LmstackError
 from lmstack.merge import merge
 from lmstack.merge.config import load_config, value_at
@@ -186,7 +186,7 @@ def test_different_shapes_and_tensors_are_named(tmp_path):
 
 
 def test_vocabularies_must_match(tmp_path, tiny_family):
-    from conftest import tiny_tokenizer
+    from merge_models import tiny_tokenizer
 
     config = tiny_llama()
     other = save_model(tmp_path / "other", config, fine_tune_of(random_state(config, 0), 5))
