@@ -71,23 +71,24 @@ def task_arithmetic(base: torch.Tensor, tensors: list[torch.Tensor], weights: li
             generator = generators[index] if generators else None
             delta = _sparsify(delta, densities[index], sparsify, rescale, generator)
         deltas.append(delta.mul_(weights[index]))
-    if consensus:
-        majority = torch.zeros_like(base)
-        for delta in deltas:
-            majority.add_(delta)
-        majority = torch.where(majority >= 0, 1.0, -1.0)
-        mixed, divisor = torch.zeros_like(base), torch.zeros_like(base)
+    if consensus:  # TIES: per entry, keep the deltas whose sign is the sign of their sum
+        total = deltas[0].clone()
+        for delta in deltas[1:]:
+            total.add_(delta)
+        positive = total >= 0
+        del total
+        divisor = torch.zeros_like(base)
         for delta, weight in zip(deltas, weights):
-            agrees = delta.sign() == majority
-            mixed.add_(delta * agrees)
+            agrees = torch.where(positive, delta > 0, delta < 0)  # a zero delta agrees with nothing
+            delta.mul_(agrees)
             divisor.add_(agrees, alpha=weight)
         divisor[divisor == 0] = 1
     else:
-        mixed = deltas[0]
-        for delta in deltas[1:]:
-            mixed.add_(delta)
         total = sum(weights)
         divisor = base.new_tensor(1.0 if abs(total) < 1e-8 else total)
+    mixed = deltas[0]
+    for delta in deltas[1:]:
+        mixed.add_(delta)
     if normalize:
         mixed.div_(divisor)
     if lambda_ != 1:
@@ -135,29 +136,52 @@ def _sparsify(delta: torch.Tensor, density: float, how: str, rescale: bool,
     return delta.div_(density) if rescale else delta
 
 
-def top_magnitude_mask(x: torch.Tensor, k: int) -> torch.Tensor:
+def top_magnitude_mask(x: torch.Tensor, k: int, chunk: int = 1 << 22) -> torch.Tensor:
     """A boolean mask of exactly the `k` entries of largest |x| (ties at the cut: lowest index first).
 
-    A radix select instead of a sort: the bit patterns of non-negative floats order like the
-    floats, so one histogram of the top 16 bits finds the bucket holding the k-th largest, and only
-    that bucket is searched exactly. On a 28M-entry embedding this is about 10x faster than a sort.
+    A radix select instead of a sort: the bit patterns of non-negative float32 numbers order like
+    the numbers, so a histogram of the top 16 bits of |x| finds the bucket holding the k-th
+    largest, and a histogram of the low 16 bits inside that bucket finds the k-th largest itself.
+    Two passes, no sort; on a 28M-entry embedding about 10x faster than sorting, and in chunks, so
+    the mask is the only full-size temporary. (Fine-tunes often leave whole tensors unchanged:
+    their deltas are all zero, one bucket holds everything, and a sort-based search would copy it.)
     """
-    magnitudes = x.abs().flatten()
-    if k >= magnitudes.numel():
+    parts = x.reshape(-1).split(chunk)
+    if k >= x.numel():
         return torch.ones_like(x, dtype=torch.bool)
-    high_bits = magnitudes.view(torch.int32) >> 16
-    counts = torch.bincount(high_bits, minlength=1 << 15)
+    high_counts = sum(torch.bincount(_magnitude_bits(p) >> 16, minlength=1 << 15) for p in parts)
+    high, above = _bucket_of_kth(high_counts, k)
+    low_counts = sum(torch.bincount(bits[(bits >> 16) == high] & 0xFFFF, minlength=1 << 16)
+                     for bits in map(_magnitude_bits, parts))
+    low, above_in_bucket = _bucket_of_kth(low_counts, k - above)
+    threshold = (high << 16) | low  # the bit pattern of the k-th largest magnitude
+    missing = k - above - above_in_bucket  # how many entries equal to the k-th largest to keep, first ones first
+    masks = []
+    for part in parts:
+        bits = _magnitude_bits(part)
+        keep, ties = bits > threshold, bits == threshold
+        count = int(ties.count_nonzero())
+        taken = min(missing, count)
+        if taken == count:
+            keep |= ties
+        elif taken:
+            keep[ties.nonzero().flatten()[:taken]] = True
+        missing -= taken
+        masks.append(keep)
+    return torch.cat(masks).view(x.shape)
+
+
+def _magnitude_bits(part: torch.Tensor) -> torch.Tensor:
+    """|part| as the int32 bit patterns of float32 numbers (the sign bit cleared)."""
+    return part.to(torch.float32).view(torch.int32) & 0x7FFFFFFF
+
+
+def _bucket_of_kth(counts: torch.Tensor, k: int) -> tuple[int, int]:
+    """The bucket holding the k-th largest entry, and how many entries lie in higher buckets."""
     from_top = counts.flip(0).cumsum(0)
     rank = int((from_top >= k).nonzero()[0])
-    bucket = (1 << 15) - 1 - rank
-    above = int(from_top[rank] - counts[bucket])  # entries in higher buckets, all kept
-    candidates = magnitudes[high_bits == bucket]
-    threshold = torch.kthvalue(candidates, candidates.numel() - (k - above) + 1).values
-    keep = magnitudes > threshold
-    missing = k - int(keep.sum())
-    if missing:
-        keep[(magnitudes == threshold).nonzero().flatten()[:missing]] = True
-    return keep.view(x.shape)
+    bucket = counts.numel() - 1 - rank
+    return bucket, int(from_top[rank] - counts[bucket])
 
 
 # --- the methods by name, as the planner calls them ------------------------------------------
