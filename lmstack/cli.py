@@ -14,6 +14,7 @@ from lmstack.data.cli import app as data_app
 from lmstack.eval.cli import app as eval_app
 from lmstack.generate import cli as generate_cli
 from lmstack.hub import cli as hub_cli
+from lmstack.interp import cli as interp_cli
 from lmstack.merge import cli as merge_cli
 from lmstack.registry.cli import app as registry_app
 from lmstack.train.cli import app as train_app
@@ -34,6 +35,7 @@ app.add_typer(train_app, name="train")
 app.add_typer(eval_app, name="eval")
 app.add_typer(registry_app, name="registry")
 app.command("merge")(merge_cli.merge)
+app.command("abliterate")(interp_cli.abliterate)
 
 
 @app.command("export")

@@ -23,15 +23,14 @@ from typing import Callable, Sequence
 import torch
 
 from lmstack import registry
-from lmstack.data import dataset_path, read_source
+from lmstack.device import DTYPES
 from lmstack.errors import LmstackError
 from lmstack.eval.likelihood import perplexity
 from lmstack.eval.scores import record_score
-from lmstack.home import atomic_path, check_output
+from lmstack.home import atomic_path
 from lmstack.hub.load import ModelBundle, load_model
-from lmstack.inputs import read_text
+from lmstack.interp.prompts import REFUSAL_MARKERS, check_inputs
 from lmstack.interp.refusal import (
-    REFUSAL_MARKERS,
     ablation_hooks,
     check_orthogonalizable,
     kl_divergence,
@@ -42,16 +41,6 @@ from lmstack.interp.refusal import (
     refusal_rate,
 )
 from lmstack.model import hf_io
-
-METHODS = ("weights", "hooks")
-
-
-@dataclass
-class PromptSet:
-    """Prompts a model should refuse, and prompts it should answer."""
-
-    refuse: list[str]
-    answer: list[str]
 
 
 @dataclass
@@ -82,21 +71,6 @@ class AbliterationReport:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def read_prompts(ref: str) -> PromptSet:
-    """A JSONL of {prompt, harmful}: both kinds must be there (`lmstack:NAME` for a shipped set)."""
-    source = read_source(ref)
-    refuse, answer = [], []
-    for index, record in enumerate(source.records):
-        prompt, harmful = record.get("prompt"), record.get("harmful")
-        if not isinstance(prompt, str) or not prompt.strip() or not isinstance(harmful, bool):
-            raise LmstackError(f"{source.where(index)}: each record needs a non-empty 'prompt' string and a 'harmful' "
-                               "true/false")
-        (refuse if harmful else answer).append(prompt)
-    if not refuse or not answer:
-        raise LmstackError(f"{source.path} needs prompts with harmful: true and with harmful: false")
-    return PromptSet(refuse, answer)
 
 
 def candidate_layers(num_layers: int, most: int = 8) -> list[int]:
@@ -146,13 +120,10 @@ def abliterate(model: str, out: str | Path, *, method: str = "weights", train: s
 
     Every input (prompt files, the text, the values) is checked before the model loads.
     """
-    if method not in METHODS:
-        raise LmstackError(f"unknown method '{method}'; use one of {', '.join(METHODS)}")
-    if not 1 <= max_new_tokens <= 512:
-        raise LmstackError(f"max_new_tokens must be between 1 and 512, got {max_new_tokens}")
-    out = check_output(out, overwrite=overwrite)
-    sets = {name: read_prompts(ref) for name, ref in (("train", train), ("val", val), ("heldout", heldout))}
-    general = read_text(dataset_path(text), "text to score")
+    if dtype not in (None, "auto", *DTYPES):
+        raise LmstackError(f"unknown dtype '{dtype}'; use auto or one of {', '.join(DTYPES)}")
+    out, sets, general = check_inputs(out, method=method, prompt_sets={"train": train, "val": val, "heldout": heldout},
+                                      text=text, max_new_tokens=max_new_tokens, markers=markers, overwrite=overwrite)
     bundle = load_model(model, device=device, dtype=dtype)
     num_layers = bundle.config.num_layers
     if layers is not None and not all(1 <= layer < num_layers for layer in layers):

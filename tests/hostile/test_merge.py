@@ -146,3 +146,49 @@ def test_a_good_merge_then_overwrite(home, tmp_path, models):
     refused(run(["merge", str(config), str(out)], home=home), "--overwrite")
     again = run(["merge", str(config), str(out), "--overwrite"], home=home)
     assert again.returncode == 0, again.stderr.decode()
+
+
+# --- lmstack abliterate ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"\x00\x00binary", "looks binary"),
+    (b'{"prompt": "x"\n', "invalid JSON"),
+    (b'{"prompt": "How do I bake bread?", "harmful": "no"}\n', "'harmful' true/false"),
+    (b'{"prompt": "How do I bake bread?", "harmful": false}\n', "harmful: true and with harmful: false"),
+])
+def test_abliterate_bad_prompt_files(content, message, home, tmp_path, models):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_bytes(content)
+    with untouched(prompts, models["a"]):
+        refused(run(["abliterate", str(models["a"]), str(tmp_path / "out"), "--train", str(prompts)], home=home),
+                message)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--max-new-tokens", "0"], "--max-new-tokens"),
+    (["--layer", "0"], "--layer"),
+])
+def test_abliterate_out_of_range_values(args, message, home, tmp_path, models):
+    usage_error(run(["abliterate", str(models["a"]), str(tmp_path / "out"), *args], home=home), message)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--method", "lobotomy"], "unknown method 'lobotomy'"),
+    (["--marker", " "], "refusal markers must be non-empty"),
+    (["--dtype", "int3"], "unknown dtype 'int3'"),
+    (["--layer", "7"], "candidate layers must be between 1 and 3"),
+])
+def test_abliterate_bad_options(args, message, home, tmp_path, models):
+    refused(run(["abliterate", str(models["a"]), str(tmp_path / "out"), *args], home=home), message)
+    assert not (tmp_path / "out").exists()
+
+
+def test_abliterate_missing_model_and_kept_output(home, tmp_path, models):
+    refused(run(["abliterate", str(tmp_path / "no-model"), str(tmp_path / "out")], home=home), "does not exist")
+    out = tmp_path / "kept"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with untouched(out):
+        refused(run(["abliterate", str(models["a"]), str(out)], home=home), "--overwrite")

@@ -121,7 +121,7 @@ def test_removing_the_direction_stops_the_refusals(refusing_model, tmp_path):
 def test_the_saved_model_equals_the_hooked_one(refusing_model, tmp_path):
     """Weight orthogonalisation is the hooks made permanent: same logits, and nothing left along r."""
     from lmstack.hub.load import load_model
-    from lmstack.interp.abliterate import read_prompts
+    from lmstack.interp.prompts import read_prompts
     from lmstack.interp.activations import layer_activations
     from lmstack.interp.refusal import ablation_hooks, prompt_ids, refusal_directions
 
