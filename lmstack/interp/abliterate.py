@@ -5,7 +5,7 @@
 2. Choice: each candidate layer's direction is ablated (hooks) while the model answers the
    validation prompts to refuse (`lmstack:refusal_val`); the one leaving the fewest refusals wins,
    ties broken by the smallest change (KL divergence) of the next-token distribution on the
-   validation prompts to answer.
+   validation prompts to answer; directions that change it by more than `MAX_KL` are passed over.
 3. Removal: `weights` orthogonalises every matrix that writes into the residual stream and saves
    a new model; `hooks` saves the direction for `ablation_hooks` at inference.
 4. Report, before and after, on held-out prompts (`lmstack:refusal_heldout`): the refusal rate on
@@ -41,6 +41,10 @@ from lmstack.interp.refusal import (
     refusal_rate,
 )
 from lmstack.model import hf_io
+
+# Arditi et al. keep only directions whose ablation changes harmless next-token distributions by
+# a KL divergence below 0.1; larger changes mean the direction carries more than refusal.
+MAX_KL = 0.1
 
 
 @dataclass
@@ -88,8 +92,13 @@ def candidate_layers(num_layers: int, most: int = 8) -> list[int]:
 
 def choose_direction(bundle: ModelBundle, directions: torch.Tensor, refuse: list[list[int]], answer: list[list[int]],
                      layers: Sequence[int], *, max_new_tokens: int = 32, markers: Sequence[str] = REFUSAL_MARKERS,
-                     progress: Callable[[str], None] | None = None) -> tuple[int, list[Candidate]]:
-    """The candidate layer whose direction, ablated, leaves the fewest refusals (then the smallest KL)."""
+                     max_kl: float = MAX_KL, progress: Callable[[str], None] | None = None) -> tuple[int, list[Candidate]]:
+    """The candidate layer whose direction, ablated, leaves the fewest refusals (then the smallest KL).
+
+    A direction that moves the next-token distribution on harmless prompts by more than `max_kl`
+    is breaking the model, not removing a refusal (a model that talks nonsense refuses nothing):
+    such candidates are passed over while any other is left.
+    """
     reference = next_token_log_probs(bundle.model, answer)
     candidates = []
     for layer in layers:
@@ -99,7 +108,8 @@ def choose_direction(bundle: ModelBundle, directions: torch.Tensor, refuse: list
         candidates.append(Candidate(layer, rate, kl))
         if progress:
             progress(f"layer {layer}: refusal {rate:.0%}, KL {kl:.4f}")
-    best = min(candidates, key=lambda c: (c.refusal_rate, c.kl))
+    gentle = [c for c in candidates if c.kl <= max_kl] or candidates
+    best = min(gentle, key=lambda c: (c.refusal_rate, c.kl))
     return best.layer, candidates
 
 
@@ -114,12 +124,14 @@ def measure(bundle: ModelBundle, refuse: list[list[int]], answer: list[list[int]
 def abliterate(model: str, out: str | Path, *, method: str = "weights", train: str = "lmstack:refusal_train",
                val: str = "lmstack:refusal_val", heldout: str = "lmstack:refusal_heldout",
                text: str = "lmstack:general_heldout", layers: Sequence[int] | None = None, max_new_tokens: int = 32,
-               markers: Sequence[str] = REFUSAL_MARKERS, device: str | None = None, dtype: str | None = "fp32",
-               overwrite: bool = False, progress: Callable[[str], None] | None = None) -> AbliterationReport:
+               markers: Sequence[str] = REFUSAL_MARKERS, max_kl: float = MAX_KL, device: str | None = None,
+               dtype: str | None = "fp32", overwrite: bool = False, progress: Callable[[str], None] | None = None) -> AbliterationReport:
     """Find `model`'s refusal direction, remove it (`weights` or `hooks`), write OUT, report before and after.
 
     Every input (prompt files, the text, the values) is checked before the model loads.
     """
+    if not max_kl >= 0:
+        raise LmstackError(f"max_kl must be a number >= 0, got {max_kl}")
     if dtype not in (None, "auto", *DTYPES):
         raise LmstackError(f"unknown dtype '{dtype}'; use auto or one of {', '.join(DTYPES)}")
     out, sets, general = check_inputs(out, method=method, prompt_sets={"train": train, "val": val, "heldout": heldout},
@@ -135,7 +147,7 @@ def abliterate(model: str, out: str | Path, *, method: str = "weights", train: s
     scored = {"max_new_tokens": max_new_tokens, "markers": list(markers)}
     before = measure(bundle, *ids["heldout"], general, **scored)
     layer, candidates = choose_direction(bundle, directions, *ids["val"], layers or candidate_layers(num_layers),
-                                         progress=progress, **scored)
+                                         max_kl=max_kl, progress=progress, **scored)
     if method == "hooks":
         with ablation_hooks(bundle.model, directions[layer]):
             after = measure(bundle, *ids["heldout"], general, **scored)
@@ -145,7 +157,7 @@ def abliterate(model: str, out: str | Path, *, method: str = "weights", train: s
         after = measure(bundle, *ids["heldout"], general, **scored)
     report = AbliterationReport(bundle.name, method, layer, candidates, before, after, str(out), None)
     settings = {"method": method, "layer": layer, "train": train, "val": val, "heldout": heldout,
-                "max_new_tokens": max_new_tokens}
+                "max_new_tokens": max_new_tokens, "max_kl": max_kl}
     if method == "hooks":
         _save_direction(out, directions[layer], report)
     else:

@@ -21,6 +21,8 @@ def abliterate(
     max_new_tokens: int = typer.Option(32, "--max-new-tokens", min=1, max=512, help="Tokens per answer judged."),
     marker: Optional[List[str]] = typer.Option(None, "--marker", help="A phrase that marks a refusal (repeat; "
                                                                       "default: I'm sorry, I can't, ...)."),
+    max_kl: float = typer.Option(0.1, "--max-kl", min=0.0, max=100.0, help="Pass over directions that move harmless "
+                                                                           "next-token distributions by more (KL)."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda or cuda:N (default: cuda if available)."),
     dtype: str = typer.Option("fp32", "--dtype", help="fp32 (exact edits), bf16 or fp16."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty OUT folder instead of refusing."),
@@ -36,8 +38,8 @@ def abliterate(
     from lmstack.interp.abliterate import abliterate as run
 
     report = run(model, out, method=method, train=train, val=val, heldout=heldout, text=text, layers=layer or None,
-                 max_new_tokens=max_new_tokens, markers=markers, device=device, dtype=dtype, overwrite=overwrite,
-                 progress=None if json_output else lambda line: typer.echo(f"  candidate {line}", err=True))
+                 max_new_tokens=max_new_tokens, markers=markers, max_kl=max_kl, device=device, dtype=dtype,
+                 overwrite=overwrite, progress=None if json_output else lambda line: typer.echo(f"  candidate {line}", err=True))
     if json_output:
         typer.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
         return

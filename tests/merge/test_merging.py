@@ -196,3 +196,22 @@ def test_vocabularies_must_match(tmp_path, tiny_family):
     with pytest.raises(LmstackError, match="different vocabularies"):
         merge({"merge_method": "linear", "models": [{"model": tiny_family["ft1"], "parameters": {"weight": 1}},
                                                      {"model": other, "parameters": {"weight": 1}}]}, tmp_path / "out")
+
+
+@pytest.mark.real
+def test_a_catalog_model_merges_through_its_converted_gguf(tmp_path):
+    """A catalog name (a GGUF) is read through its converted folder; a 4-layer slice of it loads and talks."""
+    from lmstack.hub.load import converted_dir, load_model
+    from lmstack.hub.pull import pull
+
+    config = {"merge_method": "passthrough", "dtype": "bfloat16", "slices": [
+        {"sources": [{"model": "smollm2-135m-instruct", "layer_range": [0, 2]}]},
+        {"sources": [{"model": "smollm2-135m-instruct", "layer_range": [28, 30]}]}]}
+    merge(config, tmp_path / "short")
+    out, original = read_weights(tmp_path / "short"), read_weights(converted_dir(pull("smollm2-135m-instruct")))
+    assert torch.equal(out["model.layers.2.self_attn.q_proj.weight"],
+                       original["model.layers.28.self_attn.q_proj.weight"].bfloat16())
+    short = load_model(str(tmp_path / "short"), device="cpu", dtype="fp32")
+    assert short.config.num_layers == 4 and short.tokenizer.chat_template
+    ids = torch.tensor([short.tokenizer.encode("The capital of France is")])
+    assert torch.isfinite(short.model(ids)).all()
