@@ -1,7 +1,7 @@
 """The decoder-only transformer, in one file.
 
-Every supported family (Llama 2/3, SmolLM2, Mistral, Mixtral, Qwen2, Gemma 3) runs through this code; the
-differences are values in `ModelConfig`. Submodule names equal Hugging Face transformers' so a
+Every supported family (Llama 2/3, SmolLM2, Mistral, Mixtral, Qwen2, Gemma 3) runs through this
+code; the differences are values in `ModelConfig`. Submodule names equal Hugging Face transformers' so a
 state dict moves between the two unchanged, and PEFT adapters address the same modules.
 
 Shapes: B batch, T new tokens, S keys seen (cache + new), H heads, K kv heads, D head dim.
@@ -174,29 +174,21 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, c: ModelConfig):
+    """SwiGLU / GeGLU: down(act(gate(x)) * up(x)). `names` are the three projections' names in
+    transformers (gate, up, down): Llama's by default; Mixtral's experts call them w1, w3, w2."""
+
+    def __init__(self, c: ModelConfig, names: tuple[str, str, str] = ("gate_proj", "up_proj", "down_proj")):
         super().__init__()
-        self.gate_proj = nn.Linear(c.hidden_size, c.intermediate_size, bias=False)
-        self.up_proj = nn.Linear(c.hidden_size, c.intermediate_size, bias=False)
-        self.down_proj = nn.Linear(c.intermediate_size, c.hidden_size, bias=False)
+        self.names = names
+        gate, up, down = names
+        setattr(self, gate, nn.Linear(c.hidden_size, c.intermediate_size, bias=False))
+        setattr(self, up, nn.Linear(c.hidden_size, c.intermediate_size, bias=False))
+        setattr(self, down, nn.Linear(c.intermediate_size, c.hidden_size, bias=False))
         self.act = nn.SiLU() if c.activation == "silu" else nn.GELU(approximate="tanh")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))  # SwiGLU / GeGLU
-
-
-class Expert(nn.Module):
-    """One expert of a Mixtral layer: a SwiGLU MLP under Mixtral's names (w1 gate, w3 up, w2 down)."""
-
-    def __init__(self, c: ModelConfig):
-        super().__init__()
-        self.w1 = nn.Linear(c.hidden_size, c.intermediate_size, bias=False)
-        self.w2 = nn.Linear(c.intermediate_size, c.hidden_size, bias=False)
-        self.w3 = nn.Linear(c.hidden_size, c.intermediate_size, bias=False)
-        self.act = nn.SiLU() if c.activation == "silu" else nn.GELU(approximate="tanh")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.w2(self.act(self.w1(x)) * self.w3(x))
+        gate, up, down = (getattr(self, name) for name in self.names)  # looked up each call: LoRA may wrap them
+        return down(self.act(gate(x)) * up(x))
 
 
 class SparseMoE(nn.Module):
@@ -207,7 +199,7 @@ class SparseMoE(nn.Module):
         super().__init__()
         self.top_k = c.experts_per_token
         self.gate = nn.Linear(c.hidden_size, c.num_experts, bias=False)
-        self.experts = nn.ModuleList(Expert(c) for _ in range(c.num_experts))
+        self.experts = nn.ModuleList(MLP(c, names=("w1", "w3", "w2")) for _ in range(c.num_experts))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         tokens = x.reshape(-1, x.shape[-1])
