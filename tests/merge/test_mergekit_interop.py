@@ -52,6 +52,24 @@ CONFIGS = {
         parameters: {normalize: true}
         dtype: float32
     """,
+    # DARE's drops are random, so only density 1 (no drop) can equal another implementation: what
+    # remains is the weighting, the sign election (dare_ties) and the normalisation defaults.
+    "dare_ties": """
+        merge_method: dare_ties
+        base_model: "{base}"
+        models:
+          - {model: "{ft1}", parameters: {weight: 0.7, density: 1.0}}
+          - {model: "{ft2}", parameters: {weight: 0.4, density: 1.0}}
+        dtype: float32
+    """,
+    "dare_linear": """
+        merge_method: dare_linear
+        base_model: "{base}"
+        models:
+          - {model: "{ft1}", parameters: {weight: 0.7, density: 1.0}}
+          - {model: "{ft2}", parameters: {weight: [0.2, 0.6], density: 1.0}}
+        dtype: float32
+    """,
     "model_stock": """
         merge_method: model_stock
         base_model: "{base}"
