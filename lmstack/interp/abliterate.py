@@ -97,7 +97,8 @@ def choose_direction(bundle: ModelBundle, directions: torch.Tensor, refuse: list
 
     A direction that moves the next-token distribution on harmless prompts by more than `max_kl`
     is breaking the model, not removing a refusal (a model that talks nonsense refuses nothing):
-    such candidates are passed over while any other is left.
+    such candidates are passed over. When none is that gentle, the choice is among those within
+    twice the smallest KL, never the destructive ones.
     """
     reference = next_token_log_probs(bundle.model, answer)
     candidates = []
@@ -108,7 +109,8 @@ def choose_direction(bundle: ModelBundle, directions: torch.Tensor, refuse: list
         candidates.append(Candidate(layer, rate, kl))
         if progress:
             progress(f"layer {layer}: refusal {rate:.0%}, KL {kl:.4f}")
-    gentle = [c for c in candidates if c.kl <= max_kl] or candidates
+    limit = max(max_kl, 2 * min(c.kl for c in candidates))
+    gentle = [c for c in candidates if c.kl <= limit]
     best = min(gentle, key=lambda c: (c.refusal_rate, c.kl))
     return best.layer, candidates
 
