@@ -62,20 +62,27 @@ def main() -> None:
 
     models = prepare(args.work)
     rows = []
+
+    def answers(folder: Path) -> tuple[int, list[str]]:
+        model = load(str(folder), device="cpu", dtype="fp32")
+        return model.config.num_layers, [model.chat([{"role": "user", "content": q}],
+                                                    max_new_tokens=args.max_new_tokens).text for q in QUESTIONS]
+
+    for name in ("base", "identity", "polite"):  # the inputs themselves, for comparison
+        layers, replies = answers(models[name])
+        rows.append((f"input: {name}", 0.0, layers, *replies))
     for method, config in configs(*(str(models[k]) for k in ("identity", "polite", "base"))).items():
         (args.work / f"{method}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         start = time.perf_counter()
         merge(config, args.work / f"merged-{method}", overwrite=True, device="cpu")
         seconds = time.perf_counter() - start
-        model = load(str(args.work / f"merged-{method}"), device="cpu", dtype="fp32")
-        answers = [model.chat([{"role": "user", "content": q}], max_new_tokens=args.max_new_tokens).text
-                   for q in QUESTIONS]
-        rows.append((method, seconds, model.config.num_layers, *answers))
+        layers, replies = answers(args.work / f"merged-{method}")
+        rows.append((method, seconds, layers, *replies))
         print(f"{method}: {seconds:.1f} s", flush=True)
     print(f"\n| method | merge s | layers | {' | '.join(QUESTIONS)} |")
     print("|---|---|---|" + "---|" * len(QUESTIONS))
-    for method, seconds, layers, *answers in rows:
-        shown = [" ".join(a.split()).replace("|", "/") for a in answers]
+    for method, seconds, layers, *replies in rows:
+        shown = [" ".join(reply.split()).replace("|", "/") for reply in replies]
         print(f"| {method} | {seconds:.1f} | {layers} | " + " | ".join(shown) + " |")
 
 
