@@ -128,11 +128,14 @@ def _sparsify(delta: torch.Tensor, density: float, how: str, rescale: bool,
               generator: torch.Generator | None) -> torch.Tensor:
     if density <= 0:
         return delta.zero_()
-    if how == "magnitude":
-        keep = top_magnitude_mask(delta, max(1, int(density * delta.numel())))
+    if how == "random":
+        delta.mul_(torch.rand(delta.shape, generator=generator, device=delta.device) < density)
     else:
-        keep = torch.rand(delta.shape, generator=generator, device=delta.device) < density
-    delta.mul_(keep)
+        k = max(1, int(density * delta.numel()))
+        # With no more than k non-zero entries, they all are among the k largest: nothing to drop.
+        # (Fine-tunes often leave whole tensors, e.g. LoRA's untouched embeddings, unchanged.)
+        if int(delta.count_nonzero()) > k:
+            delta.mul_(top_magnitude_mask(delta, k))
     return delta.div_(density) if rescale else delta
 
 

@@ -46,6 +46,16 @@ def test_top_magnitude_mask_keeps_exactly_the_k_largest():
     assert top_magnitude_mask(ties, 3).tolist() == [True, True, True, False, False, False]
 
 
+def test_ties_keeps_every_change_of_a_sparse_delta():
+    """A tensor the fine-tune barely touched: its few changes are all among the top density fraction."""
+    base = torch.zeros(100)
+    tuned = base.clone()
+    tuned[[3, 50, 97]] = torch.tensor([0.5, -0.25, 1.0])
+    out = task_arithmetic(base, [tuned.clone()], [1.0], densities=[0.1], sparsify="magnitude", consensus=True,
+                          normalize=True)
+    assert torch.equal(out, tuned)
+
+
 def test_dare_drops_about_one_minus_density_and_rescales_to_keep_the_delta():
     base, tuned = torch.zeros(400_000), torch.full((400_000,), 0.5)
     out = task_arithmetic(base, [tuned.clone()], [1.0], densities=[0.3], sparsify="random", rescale=True,
