@@ -72,14 +72,13 @@ def task_arithmetic(base: torch.Tensor, tensors: list[torch.Tensor], weights: li
             delta = _sparsify(delta, densities[index], sparsify, rescale, generator)
         deltas.append(delta.mul_(weights[index]))
     if consensus:  # TIES: per entry, keep the deltas whose sign is the sign of their sum
-        total = deltas[0].clone()
+        elected = deltas[0].clone()
         for delta in deltas[1:]:
-            total.add_(delta)
-        positive = total >= 0
-        del total
+            elected.add_(delta)
+        elected = torch.where(elected >= 0, 1.0, -1.0)  # the sign of the sum (a tie elects +)
         divisor = torch.zeros_like(base)
         for delta, weight in zip(deltas, weights):
-            agrees = torch.where(positive, delta > 0, delta < 0)  # a zero delta agrees with nothing
+            agrees = delta.mul(elected) > 0  # a zero delta agrees with nothing
             delta.mul_(agrees)
             divisor.add_(agrees, alpha=weight)
         divisor[divisor == 0] = 1
