@@ -70,7 +70,7 @@ def main() -> None:
 
     for name in ("base", "identity", "polite"):  # the inputs themselves, for comparison
         layers, replies = answers(models[name])
-        rows.append((f"input: {name}", 0.0, layers, *replies))
+        rows.append((f"input: {name}", None, layers, *replies))
     for method, config in configs(*(str(models[k]) for k in ("identity", "polite", "base"))).items():
         (args.work / f"{method}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         start = time.perf_counter()
@@ -83,7 +83,8 @@ def main() -> None:
     print("|---|---|---|" + "---|" * len(QUESTIONS))
     for method, seconds, layers, *replies in rows:
         shown = [" ".join(reply.split()).replace("|", "/") for reply in replies]
-        print(f"| {method} | {seconds:.1f} | {layers} | " + " | ".join(shown) + " |")
+        took = "" if seconds is None else f"{seconds:.1f}"
+        print(f"| {method} | {took} | {layers} | " + " | ".join(shown) + " |")
 
 
 if __name__ == "__main__":
