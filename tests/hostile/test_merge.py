@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.hostile.conftest import refused, run, untouched, usage_error
+from harness import refused, run, untouched, usage_error
 
 
 @pytest.fixture(scope="module")
