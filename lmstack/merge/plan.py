@@ -239,8 +239,7 @@ class _Planner:
             described = ", ".join(f"{model} {list(shape)}" for model, shape in sorted(shapes))
             raise LmstackError(f"tensor {name} has different shapes in the inputs ({described}); they cannot be merged")
         base_slice = _slice_base(output_slice, self.config, self.method, self.sources)
-        base = others = None
-        entries = []
+        base, others = None, []
         for source_slice, input_name in inputs:
             model = self.sources[source_slice.model]
             is_base = base_slice is not None and model.key == self.sources[base_slice.model].key
@@ -250,8 +249,7 @@ class _Planner:
             if is_base and base is None:
                 base = entry
             else:
-                entries.append(entry)
-        others = entries
+                others.append(entry)
         shared = self._values(self.method.shared, [output_slice.parameters, self.config.parameters], name, t)
         first = base or others[0]
         shape = first.source.shapes[first.name]
