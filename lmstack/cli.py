@@ -17,6 +17,8 @@ from lmstack.generate import cli as generate_cli
 from lmstack.hub import cli as hub_cli
 from lmstack.interp import cli as interp_cli
 from lmstack.merge import cli as merge_cli
+from lmstack.pretrain.cli import tokenizer_app
+from lmstack.prune import cli as prune_cli
 from lmstack.rag.cli import app as rag_app
 from lmstack.registry.cli import app as registry_app
 from lmstack.serve import cli as serve_cli
@@ -33,8 +35,10 @@ app.command("pull")(hub_cli.pull)
 app.command("models")(hub_cli.models)
 app.command("generate")(generate_cli.generate)
 app.command("chat")(generate_cli.chat)
+app.command("prune")(prune_cli.prune)
 app.command("serve")(serve_cli.serve)
 app.add_typer(data_app, name="data")
+app.add_typer(tokenizer_app, name="tokenizer")
 app.add_typer(train_app, name="train")
 app.add_typer(eval_app, name="eval")
 app.add_typer(registry_app, name="registry")

@@ -67,6 +67,28 @@ def tiny_config():
     )
 
 
+@pytest.fixture(scope="session")
+def tiny_hf_model(tmp_path_factory) -> Path:
+    """A Hugging Face directory holding a random tiny Llama (4 layers, 4 heads in 2 kv groups) with
+    a real byte-level BPE tokenizer (trained on the shipped prose): loads anywhere a model does."""
+    import torch
+
+    from lmstack.data import dataset_path
+    from lmstack.model import hf_io
+    from lmstack.model.config import ModelConfig
+    from lmstack.model.transformer import Transformer
+    from lmstack.pretrain.tokenizer_training import train_bpe
+
+    text = dataset_path("lmstack:general_heldout").read_text(encoding="utf-8")
+    tokenizer = train_bpe(text.splitlines(), 400)
+    config = ModelConfig(family="llama", vocab_size=tokenizer.vocab_size, hidden_size=64, intermediate_size=128,
+                         num_layers=4, num_heads=4, num_kv_heads=2, head_dim=16, max_position_embeddings=512,
+                         eos_token_id=tokenizer.eos_token_id)
+    torch.manual_seed(0)
+    model = Transformer(config)
+    out = tmp_path_factory.mktemp("tiny-hf") / "model"
+    return hf_io.write_model_dir(out, config, model.state_dict(), tokenizer, {"eos_token_id": tokenizer.eos_token_id})
+
 TINY_VOCAB = ["<s>", "</s>", "<|im_start|>", "<|im_end|>", "a", "b", "c", "d", "Ġ", "ab", "cd", "Ġa", "Ġb", "abcd",
               "user", "assistant", "system", "Ċ", "ĠĠ", "e"]
 

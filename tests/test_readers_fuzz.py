@@ -18,6 +18,8 @@ from hypothesis import strategies as st
 from lmstack.errors import LmstackError
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# A whole GGUF load (header, config, weights, tokenizer) costs about a second: fewer, still varied.
+GGUF_SETTINGS = settings(SETTINGS, max_examples=60)
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats() | st.text(max_size=12),
@@ -76,7 +78,7 @@ def test_the_valid_tiny_gguf_loads(gguf_bytes, tmp_path):
     read_whole_gguf(path)
 
 
-@SETTINGS
+@GGUF_SETTINGS
 @given(data=st.data())
 def test_a_damaged_gguf_loads_or_is_refused(gguf_bytes, tmp_path, data):
     path = tmp_path / "fuzz.gguf"

@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-app = typer.Typer(help="Fine-tune (SFT: full, LoRA, DoRA, QLoRA) and align (DPO, IPO, cDPO, KTO, ORPO).",
+app = typer.Typer(help="Pre-train, fine-tune (SFT: full, LoRA, DoRA, QLoRA), align (DPO, IPO, cDPO, KTO, ORPO), distill.",
                   no_args_is_help=True)
 
 OVERRIDES = {"allow_extra_args": True, "ignore_unknown_options": True}
@@ -91,3 +91,82 @@ def merge_adapter(
     from lmstack.train.merge import merge_adapter as merge
 
     typer.echo(f"merged model written to {merge(base, adapter, out, overwrite=overwrite)}")
+
+
+@app.command(context_settings=OVERRIDES)
+def pretrain(
+    ctx: typer.Context,
+    recipe: Optional[Path] = typer.Argument(None, help="Optional YAML recipe; the flags alone make a run."),
+    data: Optional[str] = typer.Option(None, "--data", help="Corpus: text files, a folder, JSONL, Parquet, or shards."),
+    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Tokenizer folder (`lmstack tokenizer train`)."),
+    depth: Optional[int] = typer.Option(None, "--depth", min=1, max=256, help="Layers; width, heads and lr follow."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, max=10_000_000, help="Optimizer steps."),
+    out_dir: Optional[str] = typer.Option(None, "--out-dir", help="Run folder (the model lands in OUT_DIR/model)."),
+    sizes: Optional[str] = typer.Option(None, "--sizes", help="Depths to compare on the same data, e.g. 2,3,4: "
+                                                              "a loss-vs-compute power law, plotted."),
+    resume: bool = RESUME, overwrite: bool = OVERWRITE,
+) -> None:
+    """Pre-train a Llama-style model from raw text (from scratch with --depth, else continue model.ref)."""
+    from lmstack.errors import LmstackError
+    from lmstack.pretrain.recipe import check_inputs, with_defaults
+    from lmstack.train.recipe import load_recipe
+
+    args = ctx.args
+    if recipe is not None and str(recipe).startswith("--"):  # no recipe: click took the first override's key
+        recipe, args = None, [str(recipe), *args]
+    flags = {"data.train": data, "model.tokenizer": tokenizer, "model.depth": depth, "run.steps": steps,
+             "run.out_dir": out_dir}
+    overrides = {**_override_dict(args), **{k: v for k, v in flags.items() if v is not None}}
+    loaded = load_recipe(recipe, {**overrides, "objective.loss": "pretrain"})
+    if not sizes:
+        check_inputs(with_defaults(loaded))  # before torch and the trainer load: bad input fails at once
+    from lmstack.pretrain.run import pretrain as run_pretrain
+    from lmstack.pretrain.run import pretrain_sizes
+
+    if sizes:
+        try:
+            depths = [int(part) for part in sizes.split(",")]
+        except ValueError:
+            raise LmstackError(f"--sizes {sizes!r} is not a list of depths; write e.g. --sizes 2,3,4") from None
+        for result in pretrain_sizes(loaded, depths, overwrite=overwrite):
+            typer.echo(f"d{result.depth}: {result.flops:.3g} FLOPs, {result.summary()}")
+        typer.echo(f"loss-vs-compute fit and plot in {loaded.run.out_dir}/scaling.json, scaling.png")
+        return
+    result = run_pretrain(loaded, resume=resume, overwrite=overwrite)
+    if result is not None:  # None on torchrun's other processes
+        typer.echo(result.summary())
+
+
+def _override_dict(tokens: list[str]) -> dict:
+    from lmstack.train.recipe import parse_override_tokens
+
+    return parse_override_tokens(tokens)
+
+
+@app.command(context_settings=OVERRIDES)
+def distill(ctx: typer.Context,
+            recipe: Path = typer.Argument(..., help="YAML recipe with objective.teacher, e.g. recipes/distill-smollm2.yaml"),
+            resume: bool = RESUME, overwrite: bool = OVERWRITE) -> None:
+    """Knowledge distillation: a student learns a teacher's next-token distributions (KL + cross-entropy)."""
+    _train(recipe, ctx.args + ["--objective.loss", "distill"], resume, overwrite, ("distill",), "sft")
+
+
+@app.command()
+def landscape(
+    model: str = typer.Argument(..., help="A trained model (folder, catalog name or registry id)."),
+    data: str = typer.Argument(..., help="Text to measure the loss on: a corpus, text file or shard folder."),
+    out: Path = typer.Argument(..., help="The PNG to write (a JSON of the grid is written beside it)."),
+    points: int = typer.Option(11, "--points", min=3, max=51, help="Grid points along each direction."),
+    span: float = typer.Option(1.0, "--span", min=0.01, max=10.0, help="The grid covers -span..span."),
+    windows: int = typer.Option(8, "--windows", min=1, max=1024, help="Sequences the loss averages over."),
+    max_len: int = typer.Option(256, "--max-len", min=2, max=65536, help="Tokens per sequence."),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT instead of refusing."),
+) -> None:
+    """Plot the loss around a trained model along two random filter-normalised directions."""
+    from lmstack.pretrain.landscape import loss_landscape
+
+    result = loss_landscape(model, data, out, points=points, span=span, windows=windows, max_len=max_len,
+                            seed=seed, overwrite=overwrite)
+    typer.echo(f"loss at the model {result.center_loss:.4f}, grid min {result.min_loss:.4f}, "
+               f"max {result.max_loss:.4f} -> {out}")

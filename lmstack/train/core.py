@@ -16,11 +16,12 @@ a checkpoint that `resume=True` continues from exactly.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
@@ -54,6 +55,10 @@ class Plan:
     train_samples: Sequence[Any]
     val_samples: Sequence[Any]
     collate: Callable[[list[Any]], Batch]
+    # Lineage, when the result descends from more than the loaded model (pre-training: the tokenizer
+    # and the shards; distillation: the student, the teacher and the data): registry ids.
+    parents: list[str] | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)  # recorded with the result
 
 
 @dataclass
@@ -110,8 +115,14 @@ def batch_indices(step: int, num_samples: int, global_batch: int, seed: int) -> 
     """The samples of global batch `step`: each epoch is a fresh permutation; a last partial batch is dropped."""
     per_epoch = num_samples // global_batch
     epoch, position = divmod(step, per_epoch)
-    order = torch.randperm(num_samples, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+    order = _epoch_order(num_samples, seed, epoch)
     return order[position * global_batch : (position + 1) * global_batch].tolist()
+
+
+@functools.lru_cache(maxsize=2)
+def _epoch_order(num_samples: int, seed: int, epoch: int) -> torch.Tensor:
+    """One epoch's permutation, drawn once (a pre-training corpus has millions of windows)."""
+    return torch.randperm(num_samples, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
 
 
 def real_tokens(batch: Batch) -> int:

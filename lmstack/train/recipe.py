@@ -3,10 +3,12 @@
 A recipe has six sections. Every key can be overridden from the command line by its name alone
 (`--lr 1e-4`) when the name is unique, or by `section.key` (`--run.seed 3`):
 
-    model:     ref, device, precision, gradient_checkpointing
-    data:      train, val, val_fraction, template, max_len, packing
+    model:     ref, device, precision, gradient_checkpointing; depth, width, heads, tokenizer (pre-training
+               from scratch: the model is sized by depth for the tokenizer instead of loaded from ref)
+    data:      train, val, val_fraction, template, max_len, packing; filter, dedup (pre-training corpora)
     method:    type (full | lora | dora | qlora), r, alpha, dropout, target_modules, use_rslora
-    objective: loss, beta, label_smoothing, desirable_weight, undesirable_weight
+    objective: loss, beta, label_smoothing, desirable_weight, undesirable_weight; teacher, temperature,
+               kd_weight (distillation)
     optimizer: lr, weight_decay, betas, eps, schedule, warmup_steps, min_lr_ratio, max_grad_norm
     run:       steps, epochs, batch_size, grad_accum, eval_every, checkpoint_every, patience,
                log_every, out_dir, seed, deterministic, distributed
@@ -18,7 +20,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from lmstack.errors import LmstackError
 from lmstack.inputs import read_text
@@ -37,6 +39,18 @@ class ModelSection(Section):
     device: str = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
     gradient_checkpointing: bool = False
+    # Pre-training from scratch: depth sizes the model (width and heads follow unless given).
+    depth: int | None = Field(None, ge=1, le=256)
+    width: int | None = Field(None, ge=2, le=65536)
+    heads: int | None = Field(None, ge=1, le=1024)
+    tokenizer: str | None = None  # the tokenizer directory a from-scratch model is sized for
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> "ModelSection":
+        if self.width and self.heads and self.width % self.heads:
+            raise ValueError(f"model.width {self.width} is not divisible by model.heads {self.heads}; "
+                             "pick a width that is a multiple of the head count")
+        return self
 
 
 class DataSection(Section):
@@ -46,6 +60,8 @@ class DataSection(Section):
     template: str | None = None  # None: the model's own chat template; else chatml | llama3 | gemma
     max_len: int = Field(512, ge=2)
     packing: bool = False
+    filter: bool = True  # pre-training: drop documents that break the rule filters (lmstack.data.filters)
+    dedup: bool = True  # pre-training: drop exact and MinHash near-duplicate documents
 
 
 class MethodSection(Section):
@@ -60,11 +76,15 @@ class MethodSection(Section):
 class ObjectiveSection(Section):
     # sft: masked cross-entropy. sigmoid: DPO. ipo: IPO. cdpo: DPO with label smoothing.
     # kto: KTO (unpaired). orpo: ORPO (no reference model).
-    loss: Literal["sft", "sigmoid", "ipo", "cdpo", "kto", "orpo"] = "sft"
+    # pretrain: next-token cross-entropy on every token. distill: KL to a teacher mixed with cross-entropy.
+    loss: Literal["sft", "sigmoid", "ipo", "cdpo", "kto", "orpo", "pretrain", "distill"] = "sft"
     beta: float = Field(0.1, gt=0)  # DPO/IPO/KTO temperature; ORPO's weight of the odds-ratio term
     label_smoothing: float = Field(0.0, ge=0.0, lt=0.5)  # cDPO: the assumed probability that a label is flipped
     desirable_weight: float = Field(1.0, gt=0)  # KTO
     undesirable_weight: float = Field(1.0, gt=0)  # KTO
+    teacher: str | None = None  # distill: the teacher model (a reference, like model.ref)
+    temperature: float = Field(2.0, gt=0, le=100)  # distill: softens both distributions before the KL
+    kd_weight: float = Field(0.5, ge=0, le=1)  # distill: loss = w * T^2 * KL + (1 - w) * cross-entropy
 
 
 class OptimizerSection(Section):

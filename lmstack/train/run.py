@@ -14,18 +14,17 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lmstack import registry
-from lmstack.data import dataset_path, dataset_reference
-from lmstack.errors import LmstackError
+from lmstack.data import dataset_reference
 from lmstack.home import atomic_write_text, check_output
 from lmstack.hub.load import ModelBundle, load_model
-from lmstack.inputs import check_file
 from lmstack.model import hf_io
 from lmstack.peft import count_parameters, save_adapter
-from lmstack.train import preference, sft
+from lmstack.train import distill, preference, pretrain, sft
 from lmstack.train.core import Plan, TrainResult, train
 from lmstack.train.distributed import full_state_dict, joined_world
 from lmstack.train.method import lora_config, prepare_model
 from lmstack.train.recipe import Recipe
+from lmstack.train.samples import check_dataset_files
 
 RECIPE_FILE = "recipe.yaml"
 
@@ -33,7 +32,14 @@ RECIPE_FILE = "recipe.yaml"
 OBJECTIVES: dict[str, Callable[[ModelBundle, Recipe], Plan]] = {
     "sft": sft.plan,
     **{loss: preference.plan for loss in preference.LOSSES},
+    "pretrain": pretrain.plan,
+    "distill": distill.plan,
 }
+# Objectives that check their own inputs (a corpus folder, a teacher), and those that can start
+# from no loaded model (pre-training from scratch).
+INPUT_CHECKS: dict[str, Callable[[Recipe], None]] = {"pretrain": pretrain.check_inputs, "distill": distill.check_inputs}
+STARTS: dict[str, Callable[[Recipe], ModelBundle]] = {"pretrain": pretrain.initial_bundle,
+                                                     "distill": pretrain.initial_bundle}
 # The registry operation each loss records (DPO's loss is called "sigmoid" in the recipe).
 OPERATIONS = {"sft": "sft", "sigmoid": "dpo"}
 
@@ -49,7 +55,7 @@ def train_recipe(recipe: Recipe, *, resume: bool = False, overwrite: bool = Fals
     """Train `recipe.model.ref` (or an already loaded `bundle`) as the recipe says; save and record it."""
     out_dir = Path(recipe.run.out_dir)
     _check_inputs(recipe, out_dir, resume, overwrite)
-    bundle = bundle or load_model(recipe.model.ref, device="cpu", dtype="fp32")  # fp32 master weights
+    bundle = bundle or STARTS.get(recipe.objective.loss, _load_base)(recipe)
     prepare_model(bundle.model, recipe)
     plan = OBJECTIVES[recipe.objective.loss](bundle, recipe)
     with joined_world(recipe.model.device) as world:
@@ -61,22 +67,23 @@ def train_recipe(recipe: Recipe, *, resume: bool = False, overwrite: bool = Fals
                        device=recipe.model.device, gradient_checkpointing=recipe.model.gradient_checkpointing,
                        precision=recipe.model.precision, resume=resume, settings=recipe.model_dump(mode="json"))
         weights = full_state_dict(bundle.model, world)  # collective: every process takes part
-        output = _save(bundle, weights, recipe, result) if world.is_main else None
+        output = _save(bundle, weights, recipe, result, plan) if world.is_main else None
     return TrainRun(output, result)
+
+
+def _load_base(recipe: Recipe) -> ModelBundle:
+    return load_model(recipe.model.ref, device="cpu", dtype="fp32")  # fp32 master weights
 
 
 def _check_inputs(recipe: Recipe, out_dir: Path, resume: bool, overwrite: bool) -> None:
     """Everything that can be checked before the model loads: data files and the run folder."""
-    for ref in filter(None, (recipe.data.train, recipe.data.val)):
-        check_file(dataset_path(ref), "dataset")
-    if not recipe.data.train:
-        raise LmstackError("the recipe names no training data; set data.train (a file or lmstack:NAME)")
+    INPUT_CHECKS.get(recipe.objective.loss, check_dataset_files)(recipe)
     if resume:
         return
     check_output(out_dir, overwrite=overwrite)
 
 
-def _save(bundle: ModelBundle, weights: dict[str, Any], recipe: Recipe, result: TrainResult) -> Path:
+def _save(bundle: ModelBundle, weights: dict[str, Any], recipe: Recipe, result: TrainResult, plan: Plan) -> Path:
     """Write the trained model or adapter into the run directory and record what ran."""
     out_dir = Path(recipe.run.out_dir)
     atomic_write_text(out_dir / RECIPE_FILE, recipe.to_yaml())
@@ -92,8 +99,9 @@ def _save(bundle: ModelBundle, weights: dict[str, Any], recipe: Recipe, result: 
     final = {k: v for k, v in result.metrics.items() if k not in ("epoch", "tokens_per_s")}
     registry.record(
         kind, path, name=f"{bundle.name}-{operation}-{recipe.method.type}", operation=operation,
-        source=recipe.model.ref, parents=[bundle.lineage_id()], recipe=recipe.model_dump(mode="json"),
+        source=None if recipe.model.depth else recipe.model.ref, parents=plan.parents or [bundle.lineage_id()],
+        recipe=recipe.model_dump(mode="json"),
         datasets=[dataset_reference(ref) for ref in (recipe.data.train, recipe.data.val) if ref],
-        metadata={"steps": result.steps, "stopped_early": result.stopped_early, "metrics": final},
+        metadata={"steps": result.steps, "stopped_early": result.stopped_early, "metrics": final, **plan.metadata},
     )
     return path

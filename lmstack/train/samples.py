@@ -12,9 +12,19 @@ from typing import Any
 
 import torch
 
-from lmstack.data import IGNORE_INDEX, TokenizedSample, load_dataset, tokenize_conversation, tokenize_text
+from lmstack.data import IGNORE_INDEX, TokenizedSample, dataset_path, load_dataset, tokenize_conversation, tokenize_text
 from lmstack.errors import LmstackError
-from lmstack.train.recipe import DataSection
+from lmstack.inputs import check_file
+from lmstack.train.recipe import DataSection, Recipe
+
+
+def check_dataset_files(recipe: Recipe) -> None:
+    """The recipe's dataset files exist and hold data (before any model loads)."""
+    for ref in filter(None, (recipe.data.train, recipe.data.val)):
+        check_file(dataset_path(ref), "dataset")
+    if not recipe.data.train:
+        raise LmstackError("the recipe names no training data; set data.train (a file or lmstack:NAME)")
+
 
 def sft_samples(tokenizer: Any, ref: str, data: DataSection) -> list[TokenizedSample]:
     """Chat or text records tokenized with labels; samples with nothing left to train are dropped."""
