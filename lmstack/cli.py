@@ -17,6 +17,8 @@ from lmstack.eval import cli as eval_cli
 from lmstack.eval.cli import app as eval_app
 from lmstack.generate import cli as generate_cli
 from lmstack.hub import cli as hub_cli
+from lmstack.interp import cli as interp_cli
+from lmstack.merge import cli as merge_cli
 from lmstack.pretrain.cli import tokenizer_app
 from lmstack.prune import cli as prune_cli
 from lmstack.rag.cli import app as rag_app
@@ -45,6 +47,8 @@ app.add_typer(registry_app, name="registry")
 app.add_typer(rag_app, name="rag")
 app.add_typer(agent_app, name="agent")
 app.command("leaderboard")(eval_cli.leaderboard)
+app.command("merge")(merge_cli.merge)
+app.command("abliterate")(interp_cli.abliterate)
 
 
 @app.command("export")

@@ -44,6 +44,9 @@ class ModelConfig:
     query_pre_attn_scalar: float | None = None  # attention scale is this ** -0.5 (default head_dim)
     final_logit_softcapping: float | None = None
     tie_word_embeddings: bool = True
+    # Mixtral: each layer's MLP is `num_experts` MLPs, of which a router runs `experts_per_token` per token.
+    num_experts: int = 0
+    experts_per_token: int = 2
     bos_token_id: int | None = None
     eos_token_id: int | list[int] | None = None
     pad_token_id: int | None = None
@@ -78,6 +81,9 @@ class ModelConfig:
             raise LmstackError(
                 f"config lists {len(self.layer_types)} layer_types for {self.num_layers} layers"
             )
+        if self.num_experts and not 1 <= self.experts_per_token <= self.num_experts:
+            raise LmstackError(f"num_experts_per_tok must be between 1 and num_local_experts ({self.num_experts}), "
+                               f"got {self.experts_per_token}")
         if self.num_heads % self.num_kv_heads:
             raise LmstackError(
                 f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})"
@@ -113,7 +119,7 @@ class ModelConfig:
         heads = hf["num_attention_heads"]
         global_rope, local_rope = _rope_from_hf(hf)
         layer_types = hf.get("layer_types") or []
-        if not layer_types and hf.get("sliding_window") and family == "mistral":
+        if not layer_types and hf.get("sliding_window") and family in ("mistral", "mixtral"):
             layer_types = ["sliding_attention"] * hf["num_hidden_layers"]
         if not layer_types and family == "qwen2" and hf.get("use_sliding_window"):
             raise LmstackError("Qwen2 checkpoints with use_sliding_window=true are not supported yet")
@@ -142,6 +148,8 @@ class ModelConfig:
             bos_token_id=hf.get("bos_token_id"),
             eos_token_id=hf.get("eos_token_id"),
             pad_token_id=hf.get("pad_token_id"),
+            num_experts=hf.get("num_local_experts", 0) if family == "mixtral" else 0,
+            experts_per_token=hf.get("num_experts_per_tok", 2),
             **{k: v for k, v in traits.items() if k != "attention_bias"},
         )
 
@@ -171,6 +179,9 @@ class ModelConfig:
         }
         if self.family == "llama":
             hf["attention_bias"] = self.attention_out_bias
+        if self.family == "mixtral":
+            hf["num_local_experts"] = self.num_experts
+            hf["num_experts_per_tok"] = self.experts_per_token
         if self.family == "gemma3":
             hf["hidden_activation"] = hf["hidden_act"]
             hf["query_pre_attn_scalar"] = self.query_pre_attn_scalar or self.head_dim
@@ -232,6 +243,8 @@ HF_NAMES = {"num_layers": "num_hidden_layers", "num_heads": "num_attention_heads
 FAMILIES: dict[str, dict[str, Any]] = {
     "llama": {"hf_class": "LlamaForCausalLM", "model_types": ["llama"], "tie_word_embeddings": False, "traits": {}},
     "mistral": {"hf_class": "MistralForCausalLM", "model_types": ["mistral"], "tie_word_embeddings": False,
+                "traits": {}},
+    "mixtral": {"hf_class": "MixtralForCausalLM", "model_types": ["mixtral"], "tie_word_embeddings": False,
                 "traits": {}},
     "qwen2": {
         "hf_class": "Qwen2ForCausalLM",

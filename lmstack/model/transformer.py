@@ -1,7 +1,7 @@
 """The decoder-only transformer, in one file.
 
-Every supported family (Llama 2/3, SmolLM2, Mistral, Qwen2, Gemma 3) runs through this code; the
-differences are values in `ModelConfig`. Submodule names equal Hugging Face transformers' so a
+Every supported family (Llama 2/3, SmolLM2, Mistral, Mixtral, Qwen2, Gemma 3) runs through this
+code; the differences are values in `ModelConfig`. Submodule names equal Hugging Face transformers' so a
 state dict moves between the two unchanged, and PEFT adapters address the same modules.
 
 Shapes: B batch, T new tokens, S keys seen (cache + new), H heads, K kv heads, D head dim.
@@ -222,18 +222,50 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, c: ModelConfig):
+    """SwiGLU / GeGLU: down(act(gate(x)) * up(x)). `names` are the three projections' names in
+    transformers (gate, up, down): Llama's by default; Mixtral's experts call them w1, w3, w2."""
+
+    def __init__(self, c: ModelConfig, names: tuple[str, str, str] = ("gate_proj", "up_proj", "down_proj")):
         super().__init__()
-        self.gate_proj = nn.Linear(c.hidden_size, c.intermediate_size, bias=False)
-        self.up_proj = nn.Linear(c.hidden_size, c.intermediate_size, bias=False)
-        self.down_proj = nn.Linear(c.intermediate_size, c.hidden_size, bias=False)
+        self.names = names
+        gate, up, down = names
+        setattr(self, gate, nn.Linear(c.hidden_size, c.intermediate_size, bias=False))
+        setattr(self, up, nn.Linear(c.hidden_size, c.intermediate_size, bias=False))
+        setattr(self, down, nn.Linear(c.intermediate_size, c.hidden_size, bias=False))
         self.act = nn.SiLU() if c.activation == "silu" else nn.GELU(approximate="tanh")
         self.gate_up: FusedLinear | None = None  # set by Transformer.prepare_for_inference
         self.down: FusedLinear | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = fused(self.gate_up, [self.gate_proj, self.up_proj], x)
-        return fused(self.down, [self.down_proj], self.act(gate) * up)[0]  # SwiGLU / GeGLU
+        gate, up = fused(self.gate_up, self.projections()[:2], x)
+        return fused(self.down, self.projections()[2:], self.act(gate) * up)[0]
+
+    def projections(self) -> list[nn.Module]:
+        """gate, up, down, looked up each call: LoRA or quantization may have replaced them."""
+        return [getattr(self, name) for name in self.names]
+
+
+class SparseMoE(nn.Module):
+    """Mixtral's MLP: the router (`gate`) scores every expert per token, the top `experts_per_token`
+    run, and their outputs are mixed by the router's softmax probabilities renormalised over them."""
+
+    def __init__(self, c: ModelConfig):
+        super().__init__()
+        self.top_k = c.experts_per_token
+        self.gate = nn.Linear(c.hidden_size, c.num_experts, bias=False)
+        self.experts = nn.ModuleList(MLP(c, names=("w1", "w3", "w2")) for _ in range(c.num_experts))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = x.reshape(-1, x.shape[-1])
+        probabilities = F.softmax(self.gate(tokens).float(), dim=-1)
+        weights, chosen = probabilities.topk(self.top_k, dim=-1)
+        weights = (weights / weights.sum(dim=-1, keepdim=True)).to(x.dtype)
+        out = torch.zeros_like(tokens)
+        for index, expert in enumerate(self.experts):  # each expert runs once, on the tokens routed to it
+            rows, slot = (chosen == index).nonzero(as_tuple=True)
+            if rows.numel():
+                out.index_add_(0, rows, expert(tokens[rows]) * weights[rows, slot, None])
+        return out.view_as(x)
 
 
 class Block(nn.Module):
@@ -242,7 +274,10 @@ class Block(nn.Module):
         self.sliding = c.layer_types[layer] == "sliding_attention"
         self.sandwich = c.sandwich_norm
         self.self_attn = Attention(c, layer)
-        self.mlp = MLP(c)
+        if c.num_experts:
+            self.block_sparse_moe = SparseMoE(c)
+        else:
+            self.mlp = MLP(c)
         self.input_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps, c.norm_offset)
         # Llama: `post_attention_layernorm` is the norm before the MLP. Gemma: it normalises the
         # attention output, and two more norms wrap the MLP. The names follow transformers.
@@ -251,12 +286,16 @@ class Block(nn.Module):
             self.pre_feedforward_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps, c.norm_offset)
             self.post_feedforward_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps, c.norm_offset)
 
+    @property
+    def feed_forward(self) -> nn.Module:
+        return self.block_sparse_moe if hasattr(self, "block_sparse_moe") else self.mlp
+
     def forward(self, x, cos, sin, mask, cache):
         if self.sandwich:
             x = x + self.post_attention_layernorm(self.self_attn(self.input_layernorm(x), cos, sin, mask, cache))
-            return x + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x)))
+            return x + self.post_feedforward_layernorm(self.feed_forward(self.pre_feedforward_layernorm(x)))
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache)
-        return x + self.mlp(self.post_attention_layernorm(x))
+        return x + self.feed_forward(self.post_attention_layernorm(x))
 
 
 class Decoder(nn.Module):
@@ -293,9 +332,12 @@ class Transformer(nn.Module):
         if pack and FusedLinear.can_fuse([self.lm_head]) and not (self.head and self.head.current([self.lm_head])):
             self.head = FusedLinear([self.lm_head], pack)
         for layer in self.model.layers:
-            a, mlp = layer.self_attn, layer.mlp
-            groups = {(a, "qkv"): [a.q_proj, a.k_proj, a.v_proj], (a, "out"): [a.o_proj],
-                      (mlp, "gate_up"): [mlp.gate_proj, mlp.up_proj], (mlp, "down"): [mlp.down_proj]}
+            a = layer.self_attn
+            groups = {(a, "qkv"): [a.q_proj, a.k_proj, a.v_proj], (a, "out"): [a.o_proj]}
+            for mlp in layer.modules():  # one MLP, or a mixture's experts
+                if isinstance(mlp, MLP):
+                    gate, up, down = mlp.projections()
+                    groups |= {(mlp, "gate_up"): [gate, up], (mlp, "down"): [down]}
             for (owner, name), layers in groups.items():
                 done = getattr(owner, name)
                 if done is not None and done.packed == pack and done.current(layers):
