@@ -113,7 +113,7 @@ def pick_next(scores: torch.Tensor, greedy: bool, generator: torch.Generator | N
 
 def _sample(model, prompt_ids, sampling, max_new_tokens, stop_token_ids, seed, on_token, on_step, timings):
     """Greedy or sampled decoding of a batch, one token per row per step."""
-    device = model.lm_head.weight.device
+    device = model.device
     tokens, mask = left_pad(prompt_ids, device)
     if bool(mask.all()):
         mask = None  # no padding: plain causal attention, the faster path
@@ -183,7 +183,7 @@ def beam_search(
     score / length ** length_penalty (length counts the new tokens, stop token included), so a
     penalty above 0 favours longer answers. This follows transformers' beam search step by step.
     """
-    n, device = sampling.num_beams, model.lm_head.weight.device
+    n, device = sampling.num_beams, model.device
     processors = sampling.processors()
     stop = torch.tensor(list(stop_token_ids), dtype=torch.long, device=device)
     # Look at enough candidates that `n` remain even if every stop token tops every beam.

@@ -46,7 +46,7 @@ class ModelBundle:
 
     @property
     def device(self) -> torch.device:
-        return self.model.lm_head.weight.device
+        return self.model.device
 
     def lineage_id(self) -> str:
         """This model's registry id; a model made outside lmstack is recorded as an import first."""
@@ -104,7 +104,7 @@ def load_directory(
 ) -> ModelBundle:
     """A Hugging Face model directory, on `device` in `dtype` (auto: by the hardware)."""
     config = hf_io.read_config(directory)
-    model = build_model(config, hf_io.read_state_dict(directory))
+    model = build_model(config, hf_io.read_state_dict(directory), hf_io.read_quantization(directory))
     target = resolve_device(device)
     model = model.to(device=target, dtype=parse_dtype(dtype, target)).eval()
     return ModelBundle(

@@ -233,12 +233,20 @@ class Transformer(nn.Module):
         self.gradient_checkpointing = False
 
     def tie_weights(self) -> None:
-        """Share the embedding matrix with the output head (call again after assigning weights)."""
-        if self.config.tie_word_embeddings:
+        """Share the embedding matrix with the output head (call again after assigning weights).
+
+        A quantized head shares its storage the other way: the embedding reads rows from it.
+        """
+        if self.config.tie_word_embeddings and isinstance(self.lm_head, nn.Linear):
             self.lm_head.weight = self.model.embed_tokens.weight
 
+    @property
+    def device(self) -> torch.device:
+        return self.model.norm.weight.device
+
     def new_cache(self, batch: int, max_len: int) -> KVCache:
-        p = self.lm_head.weight
+        # The final norm is never quantized: its dtype is the activations' dtype.
+        p = self.model.norm.weight
         return KVCache(self.config, batch, max_len, p.device, p.dtype)
 
     def forward(

@@ -11,7 +11,7 @@ from lmstack.peft.lora import (
     merge_lora,
     merged_state_dict,
 )
-from lmstack.peft.nf4 import NF4Linear, NF4Report, nf4_code_values, quantize_linear_nf4, quantize_model_nf4
+from lmstack.model.nf4 import NF4Linear, NF4Report, nf4_code_values, quantize_linear_nf4, quantize_model_nf4
 from lmstack.peft.qlora import prepare_qlora
 
 __all__ = [

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lmstack.errors import LmstackError
-from lmstack.peft.nf4 import NF4Linear
+from lmstack.model.nf4 import NF4Linear
 
 ALL_LINEAR = "all-linear"
 # Layer types LoRA can wrap: plain linear layers and, for QLoRA, their NF4-quantized form.
