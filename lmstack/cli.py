@@ -14,6 +14,7 @@ from lmstack.data.cli import app as data_app
 from lmstack.eval.cli import app as eval_app
 from lmstack.generate import cli as generate_cli
 from lmstack.hub import cli as hub_cli
+from lmstack.quant.cli import app as quant_app
 from lmstack.registry.cli import app as registry_app
 from lmstack.train.cli import app as train_app
 
@@ -32,6 +33,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(train_app, name="train")
 app.add_typer(eval_app, name="eval")
 app.add_typer(registry_app, name="registry")
+app.add_typer(quant_app, name="quant")
 
 
 @app.command("export")

@@ -81,8 +81,13 @@ def _rows(x: torch.Tensor) -> int:
     return x.numel() // x.shape[-1]
 
 
+def _needs_grad(x: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and x.requires_grad
+
+
 def _use_kernel(x: torch.Tensor) -> bool:
-    return x.device.type == "cpu" and _rows(x) <= KERNEL_MAX_ROWS
+    """The packed kernels have no backward: training (LoRA on top) takes the dequantized path."""
+    return x.device.type == "cpu" and _rows(x) <= KERNEL_MAX_ROWS and not _needs_grad(x)
 
 
 def _group_view(values: torch.Tensor, groups: int) -> torch.Tensor:
@@ -177,11 +182,13 @@ class Int8Linear(QuantizedLinear):
         else:
             regular = flat
         scale = regular.abs().amax(dim=-1, keepdim=True).clamp_min(1e-8) / 127
-        q = torch.round(regular / scale).clamp(-127, 127).to(torch.int8)
-        if x.device.type == "cpu":
-            out = torch.ops.aten._int_mm(q, self.qweight.t()).float()
+        q = torch.round(regular / scale).clamp(-127, 127)
+        if _needs_grad(x):  # rounding passes gradients straight through (training on top)
+            q = regular / scale + (q - regular / scale).detach()
+        if x.device.type == "cpu" and not _needs_grad(x):
+            out = torch.ops.aten._int_mm(q.to(torch.int8), self.qweight.t()).float()
         else:  # the same products in float (exact for these magnitudes)
-            out = q.float() @ self.qweight.t().float()
+            out = q @ self.qweight.t().float()
         out = out * scale * self.scales.flatten().float()
         if outliers is not None and bool(outliers.any()):
             weight_columns = self.qweight[:, outliers].float() * self.scales.float()

@@ -20,12 +20,16 @@ from __future__ import annotations
 import torch
 
 from lmstack.errors import LmstackError
-from lmstack.quant.grids import Grid, QuantizedWeight, fit, round_codes, stored
+from lmstack.quant.grids import Grid, QuantizedWeight, fit, fit_groups, round_codes, second_level
 
 
 def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, grid: Grid, *, damp: float = 0.01,
-                  act_order: bool = True, block_size: int = 128) -> QuantizedWeight:
-    """`weight` [N, K] rounded onto `grid` by GPTQ, given the sum of its inputs' outer products."""
+                  act_order: bool = True, search: int = 0, block_size: int = 128) -> QuantizedWeight:
+    """`weight` [N, K] rounded onto `grid` by GPTQ, given the sum of its inputs' outer products.
+
+    `search` > 0 chooses each static group's range among that many clipped candidates, by rounding
+    error weighted with H's diagonal (each input's mean square).
+    """
     n, k = weight.shape
     if grid.group_size == 0:
         raise LmstackError("GPTQ quantizes per row or per group, not with one scale for the whole tensor")
@@ -42,9 +46,11 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, grid: Grid, *, da
     scale = torch.zeros(n, groups, device=W.device)
     offset = torch.zeros(n, groups, device=W.device)
     order = torch.argsort(H.diagonal(), descending=True) if act_order else torch.arange(k, device=W.device)
-    if act_order:  # static groups: fitted on the original weights before any column moves
-        s, o = fit(grid, W.view(n, groups, size))
-        scale, offset = stored(grid, s), stored(grid, o)
+    # Static groups, fitted on the original weights before any column moves: with act-order (the
+    # groups are not visited in order) and for GGUF's K formats (a super block's groups share a scale).
+    static = act_order or bool(grid.super_block)
+    if static:
+        scale, offset = second_level(grid, *fit_groups(grid, W.view(n, groups, size), H.diagonal(), search))
     W, H = W[:, order], H[order][:, order]
     H.diagonal().add_(damp * H.diagonal().mean())
     Hinv = _inverse_cholesky(H)
@@ -56,10 +62,11 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, grid: Grid, *, da
         for i in range(end - start):
             column = int(order[start + i])
             group = column // size
-            if not act_order and column % size == 0:
+            if not static and column % size == 0:
                 s, o = fit(grid, W1[:, i : i + size] if i + size <= end - start else
                            torch.cat([W1[:, i:], W[:, end : start + i + size]], dim=1))
-                scale[:, group], offset[:, group] = stored(grid, s), stored(grid, o)
+                s, o = second_level(grid, s[:, None], o[:, None])
+                scale[:, group], offset[:, group] = s[:, 0], o[:, 0]
             w = W1[:, i]
             q = round_codes(grid, w.unsqueeze(-1), scale[:, group], offset[:, group]).squeeze(-1)
             Q[:, start + i] = q

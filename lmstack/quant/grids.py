@@ -43,6 +43,10 @@ class Grid:
     # zero-point quantization proper: the offset is -z * scale for an integer z, so 0.0 is exact
     # (else a float offset, the group's minimum, as GGUF's Q4_1)
     integer_zero: bool = False
+    # GGUF's K formats: the group scales (and offsets) are themselves stored as `scale_bits`-bit
+    # integers times one fp16 scale per `super_block` inputs (see `second_level`)
+    super_block: int = 0
+    scale_bits: int = 0
 
     @property
     def levels(self) -> int:
@@ -102,15 +106,16 @@ def grouped(weight: torch.Tensor, grid: Grid) -> torch.Tensor:
     return weight.reshape(n, k // size, size)
 
 
-def fit(grid: Grid, w: torch.Tensor, shrink: float | torch.Tensor = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scale and offset of each group (the last dimension of `w`), rounded as they are stored.
+def fit(grid: Grid, w: torch.Tensor, shrink: float = 1.0, flip: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale and offset of each group (the last dimension of `w`), before rounding to storage.
 
     `shrink` < 1 clips the range: the largest weights saturate, every other one gets a finer step.
+    `flip` (signed-max grids): put the largest weight on qmax instead of qmin.
     """
     if grid.symmetric:
         if grid.signed_max:
             index = w.abs().argmax(dim=-1, keepdim=True)
-            scale = (torch.gather(w, -1, index).squeeze(-1) * shrink) / grid.qmin
+            scale = (torch.gather(w, -1, index).squeeze(-1) * shrink) / (grid.qmax if flip else grid.qmin)
         else:
             scale = w.abs().amax(dim=-1) * shrink / grid.qmax
         offset = torch.zeros_like(scale)
@@ -121,9 +126,39 @@ def fit(grid: Grid, w: torch.Tensor, shrink: float | torch.Tensor = 1.0) -> tupl
         offset = -zero.clamp(grid.qmin, grid.qmax) * scale
     else:
         low, high = w.amin(dim=-1) * shrink, w.amax(dim=-1) * shrink
+        if grid.super_block:  # K formats store the offset as -m with m >= 0
+            low = low.clamp(max=0)
         scale = (high - low) / (grid.qmax - grid.qmin)
         offset = low - grid.qmin * scale
     return scale, offset
+
+
+def second_level(grid: Grid, scale: torch.Tensor, offset: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """K formats: group scales and offsets [rows, G] as stored, i.e. small integers times one
+    fp16 scale (and one fp16 `dmin` for offsets) per super block. Other grids: fp16/fp32 rounding."""
+    if not grid.super_block:
+        return stored(grid, scale), stored(grid, offset)
+    rows, groups = scale.shape
+    per_super = grid.super_block // grid.group_size
+    s = scale.reshape(rows, groups // per_super, per_super)
+    if grid.symmetric:  # Q6_K: signed int8 scales, the largest in magnitude maps to -128
+        d = _fp16(torch.gather(s, -1, s.abs().argmax(dim=-1, keepdim=True)) / -128)
+        ints = torch.round(s / nonzero_or_one(d)).clamp(-128, 127)
+        return (ints * d).reshape(rows, groups), torch.zeros_like(scale)
+    top = 2**grid.scale_bits - 1
+    low = (-offset).clamp_min(0).reshape(rows, groups // per_super, per_super)
+    d, dmin = _fp16(s.amax(dim=-1, keepdim=True) / top), _fp16(low.amax(dim=-1, keepdim=True) / top)
+    ints = torch.round(s / nonzero_or_one(d)).clamp(0, top)
+    mins = torch.round(low / nonzero_or_one(dmin)).clamp(0, top)
+    return (ints * d).reshape(rows, groups), (-mins * dmin).reshape(rows, groups)
+
+
+def _fp16(t: torch.Tensor) -> torch.Tensor:
+    return t.to(torch.float16).float()
+
+
+def nonzero_or_one(t: torch.Tensor) -> torch.Tensor:
+    return torch.where(t == 0, torch.ones_like(t), t)
 
 
 def round_codes(grid: Grid, w: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
@@ -152,20 +187,35 @@ def quantize_rtn(weight: torch.Tensor, grid: Grid, importance: torch.Tensor | No
     the mean squared activation, from calibration) when given.
     """
     w = grouped(weight.float(), grid)
-    scale, offset = fit(grid, w)
-    if search:
-        weights = None if importance is None else grouped(importance.float().expand_as(weight), grid)
-        best = _squared_error(grid, w, stored(grid, scale), stored(grid, offset), weights)
-        for shrink in torch.linspace(1.0, 0.5, search + 1)[1:].tolist():
-            s, o = fit(grid, w, shrink)
-            error = _squared_error(grid, w, stored(grid, s), stored(grid, o), weights)
-            better = error < best
-            scale, offset, best = torch.where(better, s, scale), torch.where(better, o, offset), \
-                torch.minimum(error, best)
-    q = round_codes(grid, w, scale, offset) if not search else \
-        round_codes(grid, w, stored(grid, scale), stored(grid, offset))
+    scale, offset = fit_groups(grid, w, importance, search)
+    final_scale, final_offset = second_level(grid, scale, offset)
+    # Plain rounding divides by the unrounded scale, as llama.cpp's reference quantizers do
+    # (byte-identical output); a searched or two-level scale is used as stored.
+    plain = not search and not grid.super_block
+    q = round_codes(grid, w, scale, offset) if plain else round_codes(grid, w, final_scale, final_offset)
     n, k = weight.shape
-    return QuantizedWeight(q.reshape(n, k).to(torch.int16), stored(grid, scale), stored(grid, offset))
+    return QuantizedWeight(q.reshape(n, k).to(torch.int16), final_scale, final_offset)
+
+
+def fit_groups(grid: Grid, w: torch.Tensor, importance: torch.Tensor | None = None,
+               search: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale and offset per group of `w` [rows, G, g]: the plain fit, or with `search` the best of
+    that many clipped ranges (both signs for signed-max grids) by importance-weighted error."""
+    scale, offset = fit(grid, w)
+    if not search:
+        return scale, offset
+    weights = None if importance is None else importance.float().expand(w.numel() // importance.numel(), -1).reshape(w.shape)
+    best = _squared_error(grid, w, stored(grid, scale), stored(grid, offset), weights)
+    shrinks = torch.linspace(1.0, 0.5, search + 1).tolist()
+    candidates = [(shrink, False) for shrink in shrinks[1:]]
+    if grid.signed_max:
+        candidates += [(shrink, True) for shrink in shrinks]
+    for shrink, flip in candidates:
+        s, o = fit(grid, w, shrink, flip)
+        error = _squared_error(grid, w, stored(grid, s), stored(grid, o), weights)
+        better = error < best
+        scale, offset, best = torch.where(better, s, scale), torch.where(better, o, offset), torch.minimum(error, best)
+    return scale, offset
 
 
 def _squared_error(grid: Grid, w: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor,

@@ -62,7 +62,8 @@ class QuantSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    method: Literal["int8", "int4", "nf4", "llm-int8", "smoothquant", "gptq", "awq"]
+    # "rtn": round to nearest on grids given by the caller (GGUF export)
+    method: Literal["int8", "int4", "nf4", "llm-int8", "smoothquant", "gptq", "awq", "rtn"]
     bits: Literal[4, 8] = 4  # gptq and awq
     scheme: Literal["absmax", "zeropoint"] = "absmax"  # int8
     granularity: Literal["tensor", "channel", "group"] = "channel"  # int8
@@ -86,7 +87,7 @@ class QuantSettings(BaseModel):
         used = {"method", "head"} | {
             "int8": {"scheme", "granularity"} | ({"group_size"} if self.granularity == "group" else set()),
             "int4": {"group_size", "search"},
-            "nf4": set(),
+            "nf4": set(), "rtn": set(),
             "llm-int8": {"threshold"},
             "smoothquant": {"alpha", "calib", "samples", "seq_len"},
             "gptq": {"bits", "group_size", "act_order", "damp", "calib", "samples", "seq_len"},
@@ -192,12 +193,13 @@ def quantize_weights(model: Transformer, settings: QuantSettings, grid_for: Grid
 
 def _search(settings: QuantSettings, grid: Grid) -> int:
     """Clipping search only where it is asked for and the grid is coarse (4-bit)."""
-    return settings.search if grid.levels <= 16 and settings.method in ("int4", "awq") else 0
+    return settings.search if grid.levels <= 32 and settings.method in ("int4", "awq", "gptq") else 0
 
 
 def _calibrated_rounding(weight: torch.Tensor, inputs, grid: Grid, settings: QuantSettings) -> QuantizedWeight:
     if settings.method == "gptq":
-        return gptq_quantize(weight, inputs.hessian, grid, damp=settings.damp, act_order=settings.act_order)
+        return gptq_quantize(weight, inputs.hessian, grid, damp=settings.damp, act_order=settings.act_order,
+                             search=_search(settings, grid))
     return quantize_rtn(weight, grid, importance=inputs.mean_square, search=_search(settings, grid))
 
 

@@ -11,7 +11,6 @@ moving probability between plausible tokens.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -20,7 +19,9 @@ import torch.nn.functional as F
 
 from lmstack.errors import LmstackError
 from lmstack.generate.generate import Timings, generate_ids
-from lmstack.hub.load import ModelBundle
+from lmstack.data import dataset_path
+from lmstack.hub.load import ModelBundle, load_model
+from lmstack.inputs import read_text
 
 DECODE_PROMPT = "The history of the printing press begins"
 
@@ -121,7 +122,10 @@ def format_table(rows: list[QualityRow]) -> str:
     return "\n".join(lines)
 
 
-def timed(function, *args, **kwargs):
-    """(result, seconds) of one call."""
-    start = time.perf_counter()
-    return function(*args, **kwargs), time.perf_counter() - start
+def compare_models(reference: str, models: list[str], eval_text: str, *, decode_tokens: int = 64,
+                   device: str | None = None, window: int = 512) -> list[QualityRow]:
+    """The quality table of model references against `reference` (all loaded in float32)."""
+    text = read_text(dataset_path(eval_text), "evaluation text")
+    base = load_model(reference, device=device, dtype="fp32")
+    candidates = [load_model(model, device=device, dtype="fp32") for model in models]
+    return quality_table(base, candidates, text, window=window, decode_tokens=decode_tokens)
