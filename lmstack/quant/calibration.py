@@ -14,23 +14,20 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
-from lmstack.data import dataset_path, read_records
 from lmstack.errors import LmstackError
-from lmstack.inputs import read_text
 from lmstack.model.transformer import Block, Transformer, build_mask
 from lmstack.tokenizer import Tokenizer
 
-DEFAULT_CALIBRATION = "lmstack:general_calibration"
 MIN_CALIBRATION_TOKENS = 64
 
 
-def calibration_text(source: str, tokenizer: Tokenizer) -> str:
-    """A text file's content, or a dataset's records as text (chats through the chat template)."""
-    path = dataset_path(source)
-    if path.suffix.lower() in (".txt", ".md", ""):
-        return read_text(path, "calibration text")
+def calibration_text(content: str | list[dict], tokenizer: Tokenizer) -> str:
+    """Text as is, or a dataset's records as text (chats through the chat template); the content
+    comes from `settings.read_calibration_source`."""
+    if isinstance(content, str):
+        return content
     parts = []
-    for record in read_records(source):
+    for record in content:
         if isinstance(record.get("text"), str):
             parts.append(record["text"])
         elif isinstance(record.get("messages"), list) and tokenizer.chat_template:
@@ -40,7 +37,7 @@ def calibration_text(source: str, tokenizer: Tokenizer) -> str:
         elif isinstance(record.get("prompt"), str):
             parts.append(record["prompt"] + str(record.get("chosen", "")))
     if not parts:
-        raise LmstackError(f"{source} has no 'text', 'messages' or 'prompt' records to calibrate on")
+        raise LmstackError("the calibration dataset has no 'text', 'messages' or 'prompt' records to calibrate on")
     return "\n\n".join(parts)
 
 

@@ -34,6 +34,10 @@ SEARCH = typer.Option(10, "--search", min=0, max=50, help="Clipping candidates p
 
 def _run(method: str, model: str, out: Path, overwrite: bool, device: Optional[str], eval_text: str,
          no_eval: bool, decode_tokens: int, json_output: bool, **settings: Any) -> None:
+    from lmstack.quant.settings import check_request, parse_settings
+
+    # refused settings and inputs answer before torch is imported
+    check_request(out, parse_settings(method=method, **settings), None if no_eval else eval_text, overwrite)
     from lmstack.quant.quality import format_table
     from lmstack.quant.run import quantize
 
@@ -60,7 +64,7 @@ def _run(method: str, model: str, out: Path, overwrite: bool, device: Optional[s
 def int8(model: str = MODEL, out: Path = OUT,
          scheme: str = typer.Option("absmax", "--scheme", help="absmax (symmetric) or zeropoint (asymmetric)."),
          granularity: str = typer.Option("channel", "--granularity", help="tensor, channel or group."),
-         group_size: int = typer.Option(128, "--group-size", min=8, max=8192, help="Inputs per scale with group."),
+         group_size: int = typer.Option(64, "--group-size", min=8, max=8192, help="Inputs per scale with group."),
          head: str = HEAD, overwrite: bool = OVERWRITE, device: Optional[str] = DEVICE, eval_text: str = EVAL,
          no_eval: bool = NO_EVAL, decode_tokens: int = DECODE, json_output: bool = JSON) -> None:
     """Round-to-nearest int8 (absmax or zero-point) per tensor, channel or group."""

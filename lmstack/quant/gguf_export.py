@@ -30,7 +30,7 @@ from gguf import GGMLQuantizationType as T
 from gguf import GGUFValueType, GGUFWriter, LlamaFileType
 
 from lmstack import registry
-from lmstack.data import dataset_path, dataset_reference
+from lmstack.data import dataset_reference
 from lmstack.errors import LmstackError
 from lmstack.formats.gguf_file import read_gguf
 from lmstack.home import atomic_path, check_output
@@ -42,7 +42,8 @@ from lmstack.peft import lora_layers, merge_lora
 from lmstack.quant.calibration import calibration_text, calibration_windows
 from lmstack.quant.gguf_blocks import BLOCK_SIZES, GGUF_GRIDS, pack
 from lmstack.quant.grids import quantize_rtn
-from lmstack.quant.methods import QuantSettings, parse_settings, quantize_weights
+from lmstack.quant.methods import quantize_weights
+from lmstack.quant.settings import QuantSettings, parse_settings, read_calibration_source
 from lmstack.tokenizer import Tokenizer
 
 # type name -> (default tensor type, llama.cpp's file type)
@@ -246,7 +247,7 @@ def dense_model(bundle: ModelBundle) -> torch.nn.Module:
 
 
 def export_gguf(model: str, out_dir: str | Path, types: list[str], *, method: str = "rtn",
-                calib: str | None = None, samples: int = 32, seq_len: int = 512, damp: float = 0.01,
+                calib: str | None = None, samples: int = 32, seq_len: int = 256, damp: float = 0.01,
                 act_order: bool = True, overwrite: bool = False, device: str | None = None) -> list[GgufExport]:
     """Write `<model>-<type>.gguf` into `out_dir` for each type; each recorded in the registry."""
     types = check_types(types)
@@ -254,15 +255,12 @@ def export_gguf(model: str, out_dir: str | Path, types: list[str], *, method: st
         raise LmstackError(f"unknown GGUF export method '{method}'; use one of {', '.join(GGUF_METHODS)}")
     settings = _engine_settings(method, calib, samples, seq_len, damp, act_order)
     out_dir = check_output(out_dir, overwrite=overwrite)
-    if settings.calibrated:
-        from lmstack.inputs import check_file
-
-        check_file(dataset_path(settings.calib), "calibration data")
+    calibration = read_calibration_source(settings.calib) if settings.calibrated else None
     bundle = load_model(model, device=device, dtype="fp32")
     dense = dense_model(bundle)
     windows = None
     if settings.calibrated:
-        text = calibration_text(settings.calib, bundle.tokenizer)
+        text = calibration_text(calibration, bundle.tokenizer)
         windows = calibration_windows(text, bundle.tokenizer, samples=samples, seq_len=seq_len).to(bundle.device)
     source = source_gguf(bundle)
     metadata = architecture_metadata(bundle.config) | tokenizer_metadata(bundle.tokenizer, source)

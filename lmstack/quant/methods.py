@@ -17,10 +17,9 @@ the layers for the packed ones of `lmstack/model/quantized.py` that run fast and
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Callable
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 
 from lmstack.errors import LmstackError
@@ -35,7 +34,7 @@ from lmstack.model.quantized import (
 )
 from lmstack.model.transformer import Transformer
 from lmstack.quant.awq import awq_block_scales
-from lmstack.quant.calibration import DEFAULT_CALIBRATION, BlockRunner
+from lmstack.quant.calibration import BlockRunner
 from lmstack.quant.gptq import gptq_quantize
 from lmstack.quant.grids import (
     ErrorStats,
@@ -47,62 +46,13 @@ from lmstack.quant.grids import (
     quantize_rtn,
     zeropoint_grid,
 )
+from lmstack.quant.settings import QuantSettings
 from lmstack.quant.smoothquant import smooth_block
 
-METHODS = ("int8", "int4", "nf4", "llm-int8", "smoothquant", "gptq", "awq")
-CALIBRATED = ("gptq", "awq", "smoothquant")
 # AWQ's scale search measures output error on this many calibration tokens per layer.
 AWQ_SAMPLE_TOKENS = 1024
 
 GridFor = Callable[[str], "Grid | None"]
-
-
-class QuantSettings(BaseModel):
-    """A quantization recipe; every value is range-checked before any model loads."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    # "rtn": round to nearest on grids given by the caller (GGUF export)
-    method: Literal["int8", "int4", "nf4", "llm-int8", "smoothquant", "gptq", "awq", "rtn"]
-    bits: Literal[4, 8] = 4  # gptq and awq
-    scheme: Literal["absmax", "zeropoint"] = "absmax"  # int8
-    granularity: Literal["tensor", "channel", "group"] = "channel"  # int8
-    group_size: int = Field(32, ge=8, le=8192, multiple_of=8)  # int4/gptq/awq, and int8 --granularity group
-    head: Literal["int8", "int4", "float"] = "int8"  # the output head (and a tied embedding)
-    act_order: bool = True  # gptq
-    damp: float = Field(0.01, ge=0.0, le=1.0, allow_inf_nan=False)  # gptq
-    alpha: float = Field(0.5, ge=0.0, le=1.0, allow_inf_nan=False)  # smoothquant
-    threshold: float = Field(6.0, gt=0.0, le=1e4, allow_inf_nan=False)  # llm-int8
-    search: int = Field(10, ge=0, le=50)  # clipping candidates per group (int4, awq); 0: plain min/max
-    calib: str = DEFAULT_CALIBRATION  # gptq, awq, smoothquant: a text file or dataset
-    samples: int = Field(32, ge=1, le=4096)  # calibration windows
-    seq_len: int = Field(512, ge=16, le=32768)  # tokens per window
-
-    @property
-    def calibrated(self) -> bool:
-        return self.method in CALIBRATED
-
-    def recipe(self) -> dict:
-        """The settings that matter for this method (what the registry records)."""
-        used = {"method", "head"} | {
-            "int8": {"scheme", "granularity"} | ({"group_size"} if self.granularity == "group" else set()),
-            "int4": {"group_size", "search"},
-            "nf4": set(), "rtn": set(),
-            "llm-int8": {"threshold"},
-            "smoothquant": {"alpha", "calib", "samples", "seq_len"},
-            "gptq": {"bits", "group_size", "act_order", "damp", "calib", "samples", "seq_len"},
-            "awq": {"bits", "group_size", "search", "calib", "samples", "seq_len"},
-        }[self.method]
-        return {key: value for key, value in self.model_dump().items() if key in used}
-
-
-def parse_settings(**values) -> QuantSettings:
-    try:
-        return QuantSettings(**values)
-    except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise LmstackError(f"invalid quantization setting {where}: {first['msg']}") from None
 
 
 def body_grid(settings: QuantSettings) -> Grid:

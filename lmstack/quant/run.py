@@ -14,16 +14,15 @@ from pathlib import Path
 import torch
 
 from lmstack import registry
-from lmstack.data import dataset_path, dataset_reference
+from lmstack.data import dataset_reference
 from lmstack.eval.scores import record_score
-from lmstack.home import check_output
 from lmstack.hub.load import ModelBundle, load_model
-from lmstack.inputs import check_file, read_text
 from lmstack.model import hf_io
 from lmstack.model.quantized import quantized_state
 from lmstack.quant.calibration import calibration_text, calibration_windows
-from lmstack.quant.methods import QuantReport, QuantSettings, parse_settings, quantize_model
+from lmstack.quant.methods import QuantReport, quantize_model
 from lmstack.quant.quality import QualityRow, quality_table
+from lmstack.quant.settings import QuantSettings, check_request, parse_settings
 
 DEFAULT_EVAL_TEXT = "lmstack:general_heldout"
 QUANT_FORMAT_VERSION = 1
@@ -37,12 +36,6 @@ class QuantResult:
     quality: list[QualityRow]  # the unquantized model first; empty when evaluation is skipped
 
 
-def check_calibration(settings: QuantSettings) -> None:
-    """The calibration source exists and is readable (before the model loads)."""
-    if settings.calibrated:
-        check_file(dataset_path(settings.calib), "calibration data")
-
-
 def quantize(model: str, out: str | Path, *, method: str, overwrite: bool = False, device: str | None = None,
              eval_text: str | None = DEFAULT_EVAL_TEXT, decode_tokens: int = 64, **settings) -> QuantResult:
     """Quantize `model` with `method` into the directory `out`; see `QuantSettings` for settings.
@@ -50,13 +43,11 @@ def quantize(model: str, out: str | Path, *, method: str, overwrite: bool = Fals
     `eval_text` None skips the quality table; `decode_tokens` 0 skips the decode-speed column.
     """
     recipe = parse_settings(method=method, **settings)
-    out = check_output(out, overwrite=overwrite)
-    check_calibration(recipe)
-    evaluation = read_text(dataset_path(eval_text), "evaluation text") if eval_text else None
+    out, calibration, evaluation = check_request(out, recipe, eval_text, overwrite)
     bundle = load_model(model, device=device, dtype="fp32")
     windows = None
     if recipe.calibrated:
-        text = calibration_text(recipe.calib, bundle.tokenizer)
+        text = calibration_text(calibration, bundle.tokenizer)
         windows = calibration_windows(text, bundle.tokenizer, samples=recipe.samples, seq_len=recipe.seq_len)
         windows = windows.to(bundle.device)
     report = quantize_model(bundle.model, recipe, windows)

@@ -25,7 +25,7 @@ from lmstack.quant.grids import (
     zeropoint_grid,
 )
 
-from .conftest import tiny_model
+from quant_tiny_models import tiny_model
 
 
 def _weight(n: int = 48, k: int = 256, seed: int = 0) -> torch.Tensor:

@@ -9,9 +9,10 @@ import torch.nn.functional as F
 
 from lmstack.model.quantized import Int4Linear, Int8Linear, pack_int4, unpack_int4
 from lmstack.quant.grids import absmax_grid, minmax_grid, quantize_rtn, zeropoint_grid
-from lmstack.quant.methods import packed_layer, parse_settings, quantize_model
+from lmstack.quant.methods import packed_layer, quantize_model
+from lmstack.quant.settings import parse_settings
 
-from .conftest import tiny_model
+from quant_tiny_models import tiny_model
 
 
 def _weight(n: int = 64, k: int = 128, seed: int = 0) -> torch.Tensor:
@@ -93,7 +94,7 @@ def test_quantized_model_reloads_with_the_same_logits(tmp_path, tiny_config, set
     from lmstack.model.quantized import quantized_layers, quantized_state
     from lmstack.model.weights import build_model
 
-    from .conftest import tiny_tokenizer
+    from quant_tiny_models import tiny_tokenizer
 
     model = tiny_model(tiny_config)
     ids = torch.randint(0, 128, (2, 24), generator=torch.Generator().manual_seed(3))

@@ -11,7 +11,7 @@ from gguf import GGMLQuantizationType as T
 from lmstack.errors import LmstackError
 from lmstack.quant.gguf_export import check_types, export_gguf, tensor_type
 
-from .conftest import tiny_model, word_text
+from quant_tiny_models import tiny_model, word_text
 
 
 def test_tensor_types_follow_llama_cpp(tiny_config):

@@ -102,7 +102,7 @@ def small_model_dir(tmp_path_factory, smollm2_gguf):
     from lmstack.model.config import ModelConfig
     from lmstack.tokenizer import Tokenizer
 
-    from .conftest import tiny_model
+    from quant_tiny_models import tiny_model
 
     tokenizer = Tokenizer.from_gguf(smollm2_gguf)
     config = ModelConfig(family="llama", vocab_size=49152, hidden_size=256, intermediate_size=512, num_layers=2,
