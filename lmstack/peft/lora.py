@@ -199,11 +199,16 @@ def merge_lora(model: nn.Module) -> nn.Module:
     return model
 
 
+def merged_model(model: nn.Module) -> nn.Module:
+    """The model with any adapters folded in, on a copy (the model keeps them); itself if it has none."""
+    if next(lora_layers(model), None) is None:
+        return model
+    return merge_lora(copy.deepcopy(model))
+
+
 def merged_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """The weights under transformers' names, with any adapters folded in on a copy (the model keeps them)."""
-    if next(lora_layers(model), None) is None:
-        return model.state_dict()
-    return merge_lora(copy.deepcopy(model)).state_dict()
+    return merged_model(model).state_dict()
 
 
 @dataclass

@@ -38,7 +38,7 @@ from lmstack.hub.load import ModelBundle, load_model
 from lmstack.model.config import ModelConfig
 from lmstack.model.gguf_io import gguf_name, to_gguf_layout
 from lmstack.model.quantized import QuantizedEmbedding, QuantizedLinear
-from lmstack.peft import lora_layers, merge_lora
+from lmstack.peft import merged_model
 from lmstack.quant.calibration import calibration_text, calibration_windows
 from lmstack.quant.gguf_blocks import BLOCK_SIZES, GGUF_GRIDS, pack
 from lmstack.quant.grids import quantize_rtn
@@ -232,7 +232,7 @@ class GgufExport:
 def dense_model(bundle: ModelBundle) -> torch.nn.Module:
     """The bundle's transformer with float weights everywhere: adapters merged, quantized
     layers dequantized (re-exporting a quantized model requantizes what it holds)."""
-    model = (merge_lora(bundle.model) if any(True for _ in lora_layers(bundle.model)) else bundle.model).float()
+    model = merged_model(bundle.model).float()
     for name, layer in list(model.named_modules()):
         if isinstance(layer, QuantizedLinear):
             dense = torch.nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None)

@@ -59,3 +59,16 @@ def test_settings_and_inputs_are_checked_before_the_model_loads(tmp_path, tiny_d
     with pytest.raises(LmstackError, match="does not divide"):
         quantize(str(tiny_dir), tmp_path / "q", method="int4", group_size=48, eval_text=None)
     assert not (tmp_path / "q").exists()
+
+
+def test_a_loaded_quantized_model_saves_quantized(tmp_path, tiny_dir):
+    from lmstack.api import load
+
+    result = quantize(str(tiny_dir), tmp_path / "q", method="int4", eval_text=None)
+    model = load(result.path, device="cpu", dtype="fp32")
+    copy = load(model.save(tmp_path / "copy"), device="cpu", dtype="fp32")
+    ids = torch.tensor([model.tokenizer.encode("w1 w2 w3 w4")])
+    with torch.no_grad():
+        assert torch.equal(copy.model(ids), model.model(ids))
+    size = sum(p.stat().st_size for p in (tmp_path / "copy").glob("*.safetensors"))
+    assert size == sum(p.stat().st_size for p in result.path.glob("*.safetensors"))
