@@ -68,6 +68,14 @@ class QuantizedLinear(nn.Module):
         """Bytes stored for the weight (integers, scales and offsets; the bias is not counted)."""
         return sum(t.numel() * t.element_size() for name, t in self.storage_state().items() if name != "bias")
 
+    def _prepare_kernel(self) -> None:
+        """Derive what the fast kernels read from the stored tensors (memory only, not saved)."""
+
+    def _apply(self, fn, recurse: bool = True):
+        super()._apply(fn, recurse)
+        self._prepare_kernel()  # after .to(device/dtype): the kernels' copies follow
+        return self
+
     def _with_bias(self, out: torch.Tensor) -> torch.Tensor:
         return out if self.bias is None else out + self.bias.to(out.dtype)
 
@@ -143,11 +151,6 @@ class Int8Linear(QuantizedLinear):
         if self.zero_points is not None:
             q = q - self.zero_points[ids if self.zero_points.shape[0] > 1 else 0].to(dtype).unsqueeze(-1)
         return (q * scales.unsqueeze(-1)).flatten(-2)
-
-    def _apply(self, fn, recurse: bool = True):
-        super()._apply(fn, recurse)
-        self._prepare_kernel()
-        return self
 
     def _prepare_kernel(self) -> None:
         """Per-row scales in the kernel's dtype, kept beside the stored ones (they follow .to())."""
@@ -255,11 +258,6 @@ class Int4Linear(QuantizedLinear):
 
     def rows(self, ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         return self._dequantize(self.qweight[ids], self.scales[ids], self.mins[ids], dtype)
-
-    def _apply(self, fn, recurse: bool = True):
-        super()._apply(fn, recurse)
-        self._prepare_kernel()
-        return self
 
     def _prepare_kernel(self) -> None:
         """The kernel's own packed layout (its tiles need rows in multiples of 16): memory only."""

@@ -18,6 +18,7 @@ from torch import nn
 
 from lmstack.quant.calibration import LayerInputs
 from lmstack.quant.grids import Grid, quantize_rtn
+from lmstack.quant.smoothing import fold_scales, input_groups
 
 AWQ_GRID_POINTS = 20
 
@@ -46,16 +47,13 @@ def search_scales(linears: list[nn.Linear], grids: list[Grid], inputs: LayerInpu
 def awq_block_scales(block: nn.Module, stats: dict[str, LayerInputs], grid_for: Callable[[str], Grid | None],
                      prefix: str) -> None:
     """Search and fold AWQ scales for every input group of one decoder block, in place."""
-    from lmstack.quant.smoothing import fold_scales, input_groups
-
     for group in input_groups(block):
         grids = [grid_for(f"{prefix}{name}") for name in group.linears]
         if any(grid is None for grid in grids):
             continue
         scales = search_scales(group.modules(block), grids, stats[group.linears[0]])
         fold_scales(block, group, scales)
-        for name in group.linears:  # the inputs are now divided by the scales
-            _rescale_inputs(stats[name], scales)
+        _rescale_inputs(stats[group.linears[0]], scales)  # the group's shared inputs are now divided
 
 
 def _rescale_inputs(inputs: LayerInputs, scales: torch.Tensor) -> None:

@@ -54,7 +54,8 @@ def calibration_windows(text: str, tokenizer: Tokenizer, *, samples: int, seq_le
 
 @dataclass
 class LayerInputs:
-    """What one linear layer's inputs looked like over the calibration tokens."""
+    """What one linear layer's inputs looked like over the calibration tokens (layers that read
+    the same input share one)."""
 
     hessian: torch.Tensor  # sum of x x^T [K, K] (float32)
     abs_max: torch.Tensor  # max |x| per input channel [K]
@@ -72,14 +73,23 @@ class LayerInputs:
 class _Collector:
     keep_sample: int
     stats: dict[str, LayerInputs] = field(default_factory=dict)
+    # inputs seen in this pass and their statistics; holding the tensors keeps their ids unique
+    seen: list[tuple[torch.Tensor, LayerInputs]] = field(default_factory=list)
 
     def hook(self, name: str) -> Callable:
         def record(module: nn.Module, args: tuple) -> None:
+            shared = next((stats for tensor, stats in self.seen if tensor is args[0]), None)
+            if name not in self.stats and shared is not None:  # q/k/v (gate/up) read one input
+                self.stats[name] = shared
+                return
             x = args[0].detach().reshape(-1, args[0].shape[-1]).float()
             found = self.stats.get(name)
             if found is None:
                 k = x.shape[-1]
-                found = self.stats[name] = LayerInputs(torch.zeros(k, k), torch.zeros(k), torch.zeros(k), 0)
+                found = self.stats[name] = LayerInputs(torch.zeros(k, k, device=x.device),
+                                                       torch.zeros(k, device=x.device),
+                                                       torch.zeros(k, device=x.device), 0)
+                self.seen.append((args[0], found))
             found.hessian += x.t() @ x
             found.abs_max = torch.maximum(found.abs_max, x.abs().amax(dim=0))
             found.abs_mean = (found.abs_mean * found.tokens + x.abs().sum(dim=0)) / (found.tokens + x.shape[0])
