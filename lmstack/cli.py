@@ -10,12 +10,15 @@ import sys
 
 import typer
 
+from lmstack.agents.cli import app as agent_app
 from lmstack.data.cli import app as data_app
 from lmstack.eval.cli import app as eval_app
 from lmstack.generate import cli as generate_cli
 from lmstack.hub import cli as hub_cli
 from lmstack.quant.cli import app as quant_app
+from lmstack.rag.cli import app as rag_app
 from lmstack.registry.cli import app as registry_app
+from lmstack.serve import cli as serve_cli
 from lmstack.train.cli import app as train_app
 
 app = typer.Typer(
@@ -29,11 +32,14 @@ app.command("pull")(hub_cli.pull)
 app.command("models")(hub_cli.models)
 app.command("generate")(generate_cli.generate)
 app.command("chat")(generate_cli.chat)
+app.command("serve")(serve_cli.serve)
 app.add_typer(data_app, name="data")
 app.add_typer(train_app, name="train")
 app.add_typer(eval_app, name="eval")
 app.add_typer(registry_app, name="registry")
 app.add_typer(quant_app, name="quant")
+app.add_typer(rag_app, name="rag")
+app.add_typer(agent_app, name="agent")
 
 
 @app.command("export")

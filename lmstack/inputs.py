@@ -13,15 +13,20 @@ from pathlib import Path
 from lmstack.errors import LmstackError
 
 
-def check_file(path: str | os.PathLike, what: str = "file", *, allow_empty: bool = False,
-               suffixes: tuple[str, ...] = ()) -> Path:
-    """The path of an existing, readable, non-empty regular file (a clear error otherwise)."""
+def _existing(path: str | os.PathLike, what: str) -> Path:
     text = str(path)
     if not text.strip():
         raise LmstackError(f"no {what} given; pass a path")
     path = Path(text).expanduser()
     if not path.exists():
         raise LmstackError(f"{what} not found: {path}; check the path")
+    return path
+
+
+def check_file(path: str | os.PathLike, what: str = "file", *, allow_empty: bool = False,
+               suffixes: tuple[str, ...] = ()) -> Path:
+    """The path of an existing, readable, non-empty regular file (a clear error otherwise)."""
+    path = _existing(path, what)
     if path.is_dir():
         raise LmstackError(f"{path} is a folder; the {what} must be a file")
     if not path.is_file():
@@ -37,12 +42,7 @@ def check_file(path: str | os.PathLike, what: str = "file", *, allow_empty: bool
 
 def check_dir(path: str | os.PathLike, what: str = "folder") -> Path:
     """The path of an existing folder (a clear error otherwise)."""
-    text = str(path)
-    if not text.strip():
-        raise LmstackError(f"no {what} given; pass a path")
-    path = Path(text).expanduser()
-    if not path.exists():
-        raise LmstackError(f"{what} not found: {path}; check the path")
+    path = _existing(path, what)
     if not path.is_dir():
         raise LmstackError(f"{path} is a file; the {what} must be a folder")
     return path
@@ -68,6 +68,19 @@ def read_text(path: str | os.PathLike, what: str = "text file", *, allow_empty: 
     except OSError as error:
         raise LmstackError(f"cannot read {path} ({error.strerror})") from None
     return decode_utf8(data, str(path)).removeprefix("\ufeff")
+
+
+def read_json_object(path: Path) -> dict:
+    """A JSON file that must hold an object (a config, a tokenizer setting); clear errors otherwise."""
+    import json
+
+    try:
+        value = json.loads(decode_utf8(path.read_bytes(), str(path)))
+    except json.JSONDecodeError as error:
+        raise LmstackError(f"{path} is not valid JSON ({error}); fix or re-create the file") from None
+    if not isinstance(value, dict):
+        raise LmstackError(f"{path} must hold a JSON object, not {type(value).__name__}; fix or re-create the file")
+    return value
 
 
 def read_stdin(what: str = "input") -> str:

@@ -4,4 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh test
+bash scripts/install_chromium.sh  # the web UI's end-to-end tests drive Debian's Chromium
 python -m pytest -q -ra "$@"

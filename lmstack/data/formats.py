@@ -26,6 +26,7 @@ from typing import Any
 
 from lmstack.data.io import read_records, read_source, write_jsonl
 from lmstack.errors import LmstackError
+from lmstack.home import check_output
 from lmstack.tokenizer.chat_template import Messages
 
 CHAT_FORMATS = ("messages", "sharegpt", "alpaca")
@@ -103,10 +104,14 @@ def load_dataset(path: str | Path, kind: str | None = None) -> Dataset:
     return Dataset(records, fmt, kinds.pop(), counts, source.path)
 
 
-def convert(records: list[dict[str, Any]], to: str) -> list[dict[str, Any]]:
-    """Convert chat records (messages, ShareGPT or Alpaca, even mixed) to the chat format `to`."""
+def _check_chat_format(to: str) -> None:
     if to not in CHAT_FORMATS:
         raise LmstackError(f"Cannot convert to '{to}'; chat formats are {', '.join(CHAT_FORMATS)}.")
+
+
+def convert(records: list[dict[str, Any]], to: str) -> list[dict[str, Any]]:
+    """Convert chat records (messages, ShareGPT or Alpaca, even mixed) to the chat format `to`."""
+    _check_chat_format(to)
     converted = []
     for number, record in enumerate(records, start=1):
         where = f"record {number}"
@@ -117,8 +122,12 @@ def convert(records: list[dict[str, Any]], to: str) -> list[dict[str, Any]]:
     return converted
 
 
-def convert_file(input_path: str | Path, output_path: str | Path, to: str) -> int:
+def convert_file(input_path: str | Path, output_path: str | Path, to: str, *, overwrite: bool = False) -> int:
     """Convert a chat dataset file to the chat format `to`, written as JSONL; returns the record count."""
+    _check_chat_format(to)
+    check_output(output_path, overwrite=overwrite, directory=False)
+    if Path(input_path).expanduser().resolve() == Path(output_path).expanduser().resolve():
+        raise LmstackError(f"{output_path} is the input file; write the converted dataset to another path")
     records = convert(read_records(input_path), to=to)
     write_jsonl(output_path, records)
     return len(records)

@@ -20,7 +20,7 @@ from lmstack.data.templating import (
     tokenize_text,
 )
 from lmstack.errors import LmstackError
-from lmstack.home import atomic_path
+from lmstack.home import atomic_path, check_output
 
 
 @dataclass
@@ -43,14 +43,17 @@ class InspectReport:
 
 
 def inspect_dataset(path: str | Path, model_or_tokenizer: Any, *, template: str | None = None,
-                    plot: str | Path | None = None, sample_index: int = 0, max_len: int | None = None) -> InspectReport:
+                    plot: str | Path | None = None, sample_index: int = 0, max_len: int | None = None,
+                    overwrite: bool = False) -> InspectReport:
     """Tokenize every record of a dataset as training would and summarize it.
 
     `model_or_tokenizer` is a Tokenizer or a model reference (catalog name, GGUF file, HF
     directory, registry id). `plot` writes a histogram of sequence lengths as PNG.
     """
-    tokenizer = _tokenizer_for(model_or_tokenizer)
+    if plot is not None:
+        check_output(plot, overwrite=overwrite, directory=False)
     dataset = load_dataset(path)
+    tokenizer = _tokenizer_for(model_or_tokenizer)
     if not 0 <= sample_index < len(dataset):
         raise LmstackError(f"Sample index {sample_index} is outside the dataset (0..{len(dataset) - 1}).")
     sequences_per_record = [_sequences(tokenizer, r, dataset.kind, template, max_len) for r in dataset.records]

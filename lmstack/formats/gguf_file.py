@@ -28,6 +28,8 @@ _STRING, _ARRAY = 8, 9
 # value type id -> struct code of the fixed-size scalar types
 _SCALAR_CODES = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
 _DEFAULT_ALIGNMENT = 32
+# What parsing a damaged header raises: short reads, impossible counts, unknown types, bad sizes.
+_DAMAGE = (struct.error, ValueError, KeyError, TypeError, IndexError, OverflowError, ZeroDivisionError, MemoryError)
 
 
 @dataclass
@@ -55,6 +57,15 @@ class GGUFFile:
 
     def tensor(self, info: TensorInfo) -> np.ndarray:
         """The tensor as fp32 [*shape], dequantized if it is stored quantized."""
+        try:
+            return self._tensor(info)
+        except LmstackError:
+            raise
+        except _DAMAGE as error:
+            raise LmstackError(f"{self.path}: tensor {info.name!r} is damaged ({type(error).__name__}); "
+                               "download or copy the file again") from None
+
+    def _tensor(self, info: TensorInfo) -> np.ndarray:
         from gguf import GGMLQuantizationType
         from gguf.constants import GGML_QUANT_SIZES
         from gguf.quants import dequantize
@@ -135,9 +146,10 @@ def read_gguf(path: str | Path) -> GGUFFile:
         with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as buffer:
             try:
                 gguf = _parse(path, buffer)
-            except (struct.error, ValueError, KeyError) as error:
-                raise LmstackError(f"{path} is truncated or corrupt ({error}); download or copy it again") from None
-    required = gguf.data_start + max((t.offset + t.nbytes for t in gguf.tensors), default=0)
+                required = gguf.data_start + max((t.offset + t.nbytes for t in gguf.tensors), default=0)
+            except _DAMAGE as error:
+                raise LmstackError(f"{path} is truncated or corrupt ({type(error).__name__}: {str(error)[:100]}); "
+                                   "download or copy it again") from None
     if size < required:
         raise LmstackError(f"{path} is truncated ({size} bytes, its header asks for {required}); download or copy it again")
     return gguf
@@ -159,5 +171,7 @@ def _parse(path: Path, buffer: mmap.mmap) -> GGUFFile:
         ggml_type, offset = cursor.scalar("I"), cursor.scalar("Q")
         tensors.append(TensorInfo(name, tuple(reversed(dims)), ggml_type, offset))
     alignment = metadata.get("general.alignment") or _DEFAULT_ALIGNMENT
+    if not isinstance(alignment, int) or alignment < 1:
+        raise ValueError(f"general.alignment is {alignment!r}")
     data_start = -(-cursor.position // alignment) * alignment
     return GGUFFile(path, version, metadata, tensors, data_start)

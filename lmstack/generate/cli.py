@@ -64,12 +64,11 @@ def generate(
 ) -> None:
     """Generate text from a prompt, streamed as it is made; speed goes to stderr."""
     from lmstack.api import load
-    from lmstack.generate.processors import SamplingConfig
     from lmstack.generate.text import generate_text
     from lmstack.inputs import check_text, read_stdin
 
     text = check_text(prompt, "prompt") if prompt not in (None, "-") else read_stdin("prompt")
-    SamplingConfig().updated(**sampling)  # a bad combination fails before the model loads
+    check_settings(sampling, template)
     loaded = load(model, device=device, dtype=dtype)
     streaming = not (no_stream or json_output)
     result = generate_text(
@@ -107,10 +106,21 @@ def chat(
 
     if sys.stdin is None or sys.stdin.closed:
         raise LmstackError("chat reads your messages from standard input, which is closed; run it in a terminal")
+    check_settings(sampling, template)
     loaded = load(model, device=device, dtype=dtype)
     session = ChatSession(loaded, system=system, template=template, max_new_tokens=max_new_tokens, seed=seed,
                           **sampling)
     run_chat(session)
+
+
+def check_settings(sampling: dict[str, Any], template: str | None) -> None:
+    """Sampling values and the template name are checked before the model loads (which takes seconds)."""
+    from lmstack.generate.processors import SamplingConfig
+    from lmstack.tokenizer.chat_template import resolve_template
+
+    SamplingConfig().updated(**sampling)
+    if template is not None:
+        resolve_template(template)
 
 
 def speed_line(result: Any) -> str:

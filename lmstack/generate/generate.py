@@ -1,28 +1,32 @@
-"""Token-level generation: greedy, sampling and beam search over a KV cache.
+"""Token-level generation on the engine: greedy and sampled decoding of any batch, and beam search.
 
-A batch of prompts is left-padded so every row's last prompt token sits in the same column; the
-attention mask hides the padding and the model derives positions from the mask. The prompt runs
-through the model once (prefill), then each step feeds one new token per row (decode).
+`generate_ids` submits one engine request per prompt and collects the tokens; the prompts run
+with continuous batching, so a short answer leaves the batch as soon as it ends. `engine_for`
+keeps one engine per model, so its prefix cache serves later calls too (a chat's next turn only
+computes the new messages). Beam search runs on the same paged cache: the beams of a prompt
+share its blocks and copy a block only when they write different tokens into it.
 """
 
 from __future__ import annotations
 
-import logging
 import time
+import weakref
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
 from lmstack.errors import LmstackError
-from lmstack.generate.processors import SamplingConfig, apply_processors
-
-log = logging.getLogger(__name__)
+from lmstack.generate.engine import Engine, EngineConfig, Request
+from lmstack.generate.multi_lora import AdapterLoader
+from lmstack.generate.processors import SamplingConfig, apply_processors, seen_tokens
 
 # on_token(row, token_id) streams each new token; returning True ends that row (stop strings).
 TokenCallback = Callable[[int, int], "bool | None"]
-# on_step(scores [B, V] after processors, chosen [B]) lets a caller watch each decision.
-StepCallback = Callable[[torch.Tensor, torch.Tensor], None]
+# on_step(row, scores [V] after processors, chosen) lets a caller watch each decision.
+StepCallback = Callable[[int, torch.Tensor, int], None]
+
+_ENGINES: "weakref.WeakKeyDictionary[torch.nn.Module, Engine]" = weakref.WeakKeyDictionary()
 
 
 @dataclass
@@ -31,6 +35,24 @@ class Timings:
 
     prefill_seconds: float = 0.0
     decode_seconds: float = 0.0
+
+
+def engine_for(model: torch.nn.Module, config: EngineConfig | None = None, *, tokenizer: Any = None,
+               adapter_loader: AdapterLoader | None = None) -> Engine:
+    """The engine that runs `model`, kept while the model lives; another config builds a new one."""
+    engine = _ENGINES.get(model)
+    stale = engine is not None and (
+        (config is not None and config != engine.config) or (adapter_loader is not None and engine.lora is None)
+    )
+    if engine is None or stale:
+        if engine is not None:
+            engine.close()
+        # The engine holds the model weakly, so caching it here does not keep the model alive.
+        engine = Engine(weakref.proxy(model), tokenizer=tokenizer, config=config, adapter_loader=adapter_loader)
+        _ENGINES[model] = engine
+    if tokenizer is not None:
+        engine.tokenizer = tokenizer
+    return engine
 
 
 def generate_ids(
@@ -44,116 +66,70 @@ def generate_ids(
     on_token: TokenCallback | None = None,
     on_step: StepCallback | None = None,
     timings: Timings | None = None,
+    engine: Engine | None = None,
+    **request: Any,
 ) -> list[list[int]]:
     """The new tokens of each prompt; a row that stopped on a stop token ends with it.
 
-    Greedy and sampled decoding run the prompts as one batch; a finished row keeps its place
-    (its further tokens are computed and dropped) until every row is done. Beam search runs
-    the prompts one after another, each with `num_beams` rows. `seed` makes sampling
-    reproducible. The prompt plus max_new_tokens must fit the model's context window.
+    Every prompt is one request to the engine (`engine`, else the model's own), run with
+    continuous batching. `seed` makes sampling reproducible: prompt i draws from a generator
+    seeded with seed + i. Beam search (num_beams > 1) runs the prompts one after another.
+    `request` takes further `Request` fields: constraint, adapter, speculate.
     """
     sampling = sampling or SamplingConfig()
-    _check_prompts(prompt_ids)
-    max_new_tokens = fit_context(max(map(len, prompt_ids)), max_new_tokens, model.config.max_position_embeddings)
-    timings = timings or Timings()
-    with torch.inference_mode():
-        if sampling.num_beams > 1:
-            if on_step is not None:
-                raise LmstackError("explain shows greedy or sampling steps, not beam search; set num_beams to 1 to use it")
-            rows = [
-                beam_search(model, prompt, sampling, max_new_tokens, stop_token_ids, timings) for prompt in prompt_ids
-            ]
-            return [_replay(row, tokens, on_token) for row, tokens in enumerate(rows)]
-        return _sample(model, prompt_ids, sampling, max_new_tokens, stop_token_ids, seed, on_token, on_step, timings)
-
-
-def fit_context(prompt_length: int, max_new_tokens: int, context: int) -> int:
-    """max_new_tokens, shortened when prompt + new tokens would overflow the context window."""
-    if max_new_tokens < 1:
-        raise LmstackError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    if prompt_length >= context:
-        raise LmstackError(
-            f"the prompt is {prompt_length} tokens but the model's context window is {context}; "
-            "shorten the prompt"
-        )
-    room = context - prompt_length
-    if max_new_tokens > room:
-        log.warning(
-            "note: max_new_tokens lowered from %d to %d to fit the %d-token context window",
-            max_new_tokens, room, context,
-        )
-    return min(max_new_tokens, room)
-
-
-def _check_prompts(prompt_ids: list[list[int]]) -> None:
     if not prompt_ids:
         raise LmstackError("no prompts given; pass at least one prompt")
-    if any(len(p) == 0 for p in prompt_ids):
-        raise LmstackError("a prompt has no tokens; give each prompt some text (or a BOS token)")
-
-
-def left_pad(prompt_ids: list[list[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(tokens [B, P], attention mask [B, P]) with every prompt aligned to the right.
-
-    Padding repeats each row's first token: the mask hides it from the model, and it adds no new
-    token to what the repetition penalty has seen.
-    """
-    width = max(map(len, prompt_ids))
-    tokens = [[p[0]] * (width - len(p)) + p for p in prompt_ids]
-    mask = [[0] * (width - len(p)) + [1] * len(p) for p in prompt_ids]
-    return torch.tensor(tokens, device=device), torch.tensor(mask, device=device)
-
-
-def pick_next(scores: torch.Tensor, greedy: bool, generator: torch.Generator | None) -> torch.Tensor:
-    """The next token per row: the argmax, or a draw from softmax(scores)."""
-    if greedy:
-        return scores.argmax(dim=-1)
-    return torch.multinomial(scores.softmax(dim=-1), 1, generator=generator).squeeze(-1)
-
-
-def _sample(model, prompt_ids, sampling, max_new_tokens, stop_token_ids, seed, on_token, on_step, timings):
-    """Greedy or sampled decoding of a batch, one token per row per step."""
-    device = model.device
-    tokens, mask = left_pad(prompt_ids, device)
-    if bool(mask.all()):
-        mask = None  # no padding: plain causal attention, the faster path
-    processors = sampling.processors()
-    generator = torch.Generator(device).manual_seed(seed) if seed is not None else None
-    stop = torch.tensor(list(stop_token_ids), dtype=torch.long, device=device)
-    cache = model.new_cache(len(prompt_ids), tokens.shape[1] + max_new_tokens)
-    new_tokens: list[list[int]] = [[] for _ in prompt_ids]
-    running = torch.ones(len(prompt_ids), dtype=torch.bool, device=device)
-
-    start = time.perf_counter()
-    logits = model(tokens, attention_mask=mask, cache=cache, last_only=True)[:, -1]
-    for step in range(max_new_tokens):
-        scores = apply_processors(processors, tokens, logits)
-        chosen = pick_next(scores, sampling.greedy, generator)
+    engine = engine or engine_for(model)
+    timings = timings or Timings()
+    if sampling.num_beams > 1:
         if on_step is not None:
-            on_step(scores, chosen)
-        running &= ~_record(chosen, running, stop, new_tokens, on_token)  # waits for the GPU
-        if step == 0:
-            timings.prefill_seconds = time.perf_counter() - start
-            start = time.perf_counter()
-        if not running.any() or step == max_new_tokens - 1:
-            break
-        tokens = torch.cat([tokens, chosen[:, None]], dim=1)
-        if mask is not None:
-            mask = torch.cat([mask, mask.new_ones(len(prompt_ids), 1)], dim=1)
-        logits = model(chosen[:, None], attention_mask=mask, cache=cache, last_only=True)[:, -1]
-    timings.decode_seconds = time.perf_counter() - start
-    return new_tokens
+            raise LmstackError("explain shows greedy or sampling steps, not beam search; set num_beams to 1 to use it")
+        rows = [beam_search(engine, prompt, sampling, max_new_tokens, stop_token_ids, timings) for prompt in prompt_ids]
+        return [_replay(row, tokens, on_token) for row, tokens in enumerate(rows)]
+    stream = on_token is not None or on_step is not None
+    handles = []
+    for row, prompt in enumerate(prompt_ids):
+        observer = (lambda scores, chosen, row=row: on_step(row, scores, chosen)) if on_step else None
+        handles.append(engine.submit(Request(
+            list(prompt), sampling=sampling, max_new_tokens=max_new_tokens, stop_token_ids=tuple(stop_token_ids),
+            seed=None if seed is None else seed + row, stream=stream, observer=observer, **request,
+        )))
+    if on_token is None:
+        results = [list(h.result().token_ids) for h in handles]
+    else:
+        results = _stream_rows(engine, handles, on_token)
+    _fill_timings(timings, handles)
+    return results
 
 
-def _record(chosen, running, stop, new_tokens, on_token) -> torch.Tensor:
-    """Append the chosen tokens of running rows; return which rows finish now."""
-    finishes = torch.isin(chosen, stop) & running
-    for row in running.nonzero().flatten().tolist():
-        token = int(chosen[row])
-        new_tokens[row].append(token)
-        if on_token is not None and on_token(row, token):
-            finishes[row] = True
-    return finishes
+def _stream_rows(engine: Engine, handles: list, on_token: TokenCallback) -> list[list[int]]:
+    """Hand every token to `on_token` as it comes; a True answer ends that row there."""
+    results: list[list[int]] = [[] for _ in handles]
+    open_rows = set(range(len(handles)))
+    while open_rows:
+        engine.wait_or_step()
+        for row in sorted(open_rows):
+            for output in handles[row].poll():
+                for token in output.token_ids:
+                    results[row].append(token)
+                    if on_token(row, token):
+                        handles[row].cancel()
+                        open_rows.discard(row)
+                        break
+                if output.finished:
+                    open_rows.discard(row)
+                if row not in open_rows:
+                    break
+    return results
+
+
+def _fill_timings(timings: Timings, handles: list) -> None:
+    """Prefill: until the last first token; decode: from the first first token to the last end."""
+    first = [h.first_token_at for h in handles if h.first_token_at is not None]
+    if first:
+        start = min(h.submitted_at for h in handles)
+        timings.prefill_seconds = max(first) - start
+        timings.decode_seconds = max(h.finished_at or time.perf_counter() for h in handles) - min(first)
 
 
 def _replay(row: int, tokens: list[int], on_token: TokenCallback | None) -> list[int]:
@@ -170,7 +146,7 @@ def _replay(row: int, tokens: list[int], on_token: TokenCallback | None) -> list
 
 
 def beam_search(
-    model: torch.nn.Module,
+    engine: Engine,
     prompt: list[int],
     sampling: SamplingConfig,
     max_new_tokens: int,
@@ -182,18 +158,28 @@ def beam_search(
     Scores are summed log-probabilities; a finished hypothesis is ranked by
     score / length ** length_penalty (length counts the new tokens, stop token included), so a
     penalty above 0 favours longer answers. This follows transformers' beam search step by step.
+    It holds the engine for its whole run (no other request steps meanwhile).
     """
-    n, device = sampling.num_beams, model.device
+    if not prompt:
+        raise LmstackError("a prompt has no tokens; give each prompt some text (or a BOS token)")
+    max_new_tokens = engine.limit(len(prompt), max_new_tokens)
+    with engine.exclusive() as cache:
+        return _beam_search(engine, cache, prompt, sampling, max_new_tokens, stop_token_ids, timings)
+
+
+def _beam_search(engine, cache, prompt, sampling, max_new_tokens, stop_token_ids, timings) -> list[int]:
+    n, device = sampling.num_beams, engine.device
     processors = sampling.processors()
     stop = torch.tensor(list(stop_token_ids), dtype=torch.long, device=device)
     # Look at enough candidates that `n` remain even if every stop token tops every beam.
     candidates_per_step = max(2, 1 + len(stop_token_ids)) * n
+    vocab = engine.model.config.vocab_size
 
     start = time.perf_counter()
-    cache = model.new_cache(1, len(prompt) + max_new_tokens)
-    logits = model(torch.tensor([prompt], device=device), cache=cache, last_only=True)[:, -1]
-    cache.reorder(torch.zeros(n, dtype=torch.long, device=device))  # n copies of the prompt
-    logits = logits.expand(n, -1)
+    blocks = cache.prefill(prompt)
+    logits = cache.last_logits.expand(n, -1)
+    tables = [cache.fork(blocks) for _ in range(n)]
+    cache.release(blocks)
     timings.prefill_seconds += time.perf_counter() - start
     start = time.perf_counter()
 
@@ -202,26 +188,34 @@ def beam_search(
     beam_scores = torch.full((n,), -1e9, device=device)
     beam_scores[0] = 0.0
     finished = _Finished(n, sampling.length_penalty)
-    for step in range(max_new_tokens):
-        length = step + 1
-        log_probs = apply_processors(processors, beams, logits.log_softmax(dim=-1))
-        totals = (log_probs + beam_scores[:, None]).flatten()
-        top_scores, top_index = totals.topk(candidates_per_step)
-        source_beam, token = top_index // logits.shape[-1], top_index % logits.shape[-1]
-        ends = torch.isin(token, stop) | (length == max_new_tokens)
-        for i in range(n):  # only the n best candidates may finish
-            if ends[i]:
-                finished.add(float(top_scores[i]), beams[source_beam[i], len(prompt):].tolist() + [int(token[i])], length)
+    try:
+        for step in range(max_new_tokens):
+            length = step + 1
+            seen = seen_tokens(beams, vocab) if sampling.repetition_penalty != 1.0 else None
+            log_probs = apply_processors(processors, seen, logits.log_softmax(dim=-1))
+            totals = (log_probs + beam_scores[:, None]).flatten()
+            top_scores, top_index = totals.topk(candidates_per_step)
+            source_beam, token = top_index // logits.shape[-1], top_index % logits.shape[-1]
+            ends = torch.isin(token, stop) | (length == max_new_tokens)
+            for i in range(n):  # only the n best candidates may finish
+                if ends[i]:
+                    finished.add(float(top_scores[i]), beams[source_beam[i], len(prompt):].tolist() + [int(token[i])],
+                                 length)
 
-        keep = (top_scores - ends.float() * 1e9).topk(n).indices  # best n that go on
-        beams = torch.cat([beams[source_beam[keep]], token[keep, None]], dim=1)
-        beam_scores = top_scores[keep] - ends[keep].float() * 1e9
-        if length == max_new_tokens or finished.done(
-            float(beam_scores[0]), length, max_new_tokens, sampling.early_stopping
-        ):
-            break
-        cache.reorder(source_beam[keep])
-        logits = model(token[keep, None], cache=cache, last_only=True)[:, -1]
+            keep = (top_scores - ends.float() * 1e9).topk(n).indices  # best n that go on
+            beams = torch.cat([beams[source_beam[keep]], token[keep, None]], dim=1)
+            beam_scores = top_scores[keep] - ends[keep].float() * 1e9
+            if length == max_new_tokens or finished.done(
+                float(beam_scores[0]), length, max_new_tokens, sampling.early_stopping
+            ):
+                break
+            old, tables = tables, [cache.fork(tables[int(s)]) for s in source_beam[keep].tolist()]
+            for table in old:
+                cache.release(table)
+            logits = cache.decode(tables, token[keep].tolist(), beams.shape[1] - 1)
+    finally:
+        for table in tables:
+            cache.release(table)
     timings.decode_seconds += time.perf_counter() - start
     return finished.best()
 

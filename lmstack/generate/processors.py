@@ -1,6 +1,7 @@
 """Logits processors: how a decoding strategy reshapes the next-token distribution.
 
-Each processor is a small callable `(input_ids [B, t], logits [B, V]) -> logits [B, V]`. Filters
+Each processor is a small callable `(seen [B, V] bool, logits [B, V]) -> logits [B, V]`, where
+`seen` marks the tokens each sequence holds so far (prompt included). Filters
 set the logits of the tokens they remove to -inf, so a softmax afterwards gives them probability
 0. `SamplingConfig` validates the user's settings and builds the list, in the same order as
 transformers: repetition penalty, then temperature, top-k, top-p, min-p.
@@ -17,7 +18,7 @@ import torch
 
 from lmstack.errors import LmstackError
 
-LogitsProcessor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+LogitsProcessor = Callable[[torch.Tensor | None, torch.Tensor], torch.Tensor]
 
 REMOVED = float("-inf")
 
@@ -28,7 +29,7 @@ class Temperature:
     def __init__(self, temperature: float):
         self.temperature = temperature
 
-    def __call__(self, input_ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    def __call__(self, seen: torch.Tensor | None, logits: torch.Tensor) -> torch.Tensor:
         return logits / self.temperature
 
 
@@ -38,7 +39,7 @@ class TopK:
     def __init__(self, k: int):
         self.k = k
 
-    def __call__(self, input_ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    def __call__(self, seen: torch.Tensor | None, logits: torch.Tensor) -> torch.Tensor:
         k = min(self.k, logits.shape[-1])
         kth_best = logits.topk(k, dim=-1).values[..., -1:]
         return logits.masked_fill(logits < kth_best, REMOVED)
@@ -50,7 +51,7 @@ class TopP:
     def __init__(self, p: float):
         self.p = p
 
-    def __call__(self, input_ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    def __call__(self, seen: torch.Tensor | None, logits: torch.Tensor) -> torch.Tensor:
         # Sorted from least to most likely, the tokens to drop are a prefix: those whose
         # cumulative probability stays within the (1 - p) tail.
         ascending, order = logits.sort(dim=-1)
@@ -67,7 +68,7 @@ class MinP:
     def __init__(self, min_p: float):
         self.min_p = min_p
 
-    def __call__(self, input_ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    def __call__(self, seen: torch.Tensor | None, logits: torch.Tensor) -> torch.Tensor:
         probs = logits.softmax(dim=-1)
         threshold = self.min_p * probs.amax(dim=-1, keepdim=True)
         return logits.masked_fill(probs < threshold, REMOVED)
@@ -82,18 +83,23 @@ class RepetitionPenalty:
     def __init__(self, penalty: float):
         self.penalty = penalty
 
-    def __call__(self, input_ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        seen = logits.gather(-1, input_ids)
-        penalised = torch.where(seen < 0, seen * self.penalty, seen / self.penalty)
-        return logits.scatter(-1, input_ids, penalised)
+    def __call__(self, seen: torch.Tensor | None, logits: torch.Tensor) -> torch.Tensor:
+        penalised = torch.where(logits < 0, logits * self.penalty, logits / self.penalty)
+        return torch.where(seen, penalised, logits)
 
 
 def apply_processors(
-    processors: list[LogitsProcessor], input_ids: torch.Tensor, logits: torch.Tensor
+    processors: list[LogitsProcessor], seen: torch.Tensor | None, logits: torch.Tensor
 ) -> torch.Tensor:
     for processor in processors:
-        logits = processor(input_ids, logits)
+        logits = processor(seen, logits)
     return logits
+
+
+def seen_tokens(input_ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """[B, V] True for every token that occurs in each row of `input_ids` [B, t]."""
+    seen = torch.zeros(input_ids.shape[0], vocab_size, dtype=torch.bool, device=input_ids.device)
+    return seen.scatter_(1, input_ids, True)
 
 
 @dataclass

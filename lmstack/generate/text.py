@@ -1,21 +1,27 @@
 """Text in, text out: prompts through the chat template, tokens back to streamed text.
 
-`generate_text` and `chat_text` wrap `generate_ids` with what a user sees: the chat template,
-stop tokens from the tokenizer and the model's generation config, stop strings, streaming,
-timings, and `explain`, which records the candidates the model weighed at every step.
+`generate_text` and `chat_text` send requests to the engine with what a user sees around them:
+the chat template, stop tokens from the tokenizer and the model's generation config, stop
+strings, streaming, timings, structured output, adapters, speculative decoding, and `explain`,
+which records the candidates the model weighed at every step.
 """
 
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
 from lmstack.errors import LmstackError
-from lmstack.generate.generate import Timings, generate_ids
+from lmstack.generate.detokenize import TextStream
+from lmstack.generate.engine import Engine, EngineConfig, Request
+from lmstack.generate.generate import Timings, engine_for, generate_ids
 from lmstack.generate.processors import SamplingConfig
+from lmstack.generate.speculative import SpeculativeConfig
+from lmstack.generate.structured import Grammar
 from lmstack.tokenizer.chat_template import Messages
 
 TextCallback = Callable[[str], None]
@@ -41,9 +47,12 @@ class GenerationResult:
     finish_reason: str  # "stop" (stop token or string) or "length" (max_new_tokens reached)
     prompt_tokens: int
     new_tokens: int
-    prefill_seconds: float  # timings are for the whole batch when several prompts run together
-    decode_seconds: float
+    prefill_seconds: float  # from submitting the request to its first token (time to first token)
+    decode_seconds: float  # from the first token to the last
     steps: list[ExplainStep] | None = None  # filled with explain=True
+    cached_tokens: int = 0  # prompt tokens served from the prefix cache
+    speculative_proposed: int = 0  # draft tokens proposed by speculative decoding
+    speculative_accepted: int = 0  # ... and kept
 
     @property
     def prefill_tokens_per_second(self) -> float:
@@ -74,7 +83,7 @@ def generate_text(
     max_new_tokens: int = 256,
     stop: str | list[str] | None = None,
     seed: int | None = None,
-    **sampling: Any,
+    **options: Any,
 ) -> GenerationResult | list[GenerationResult]:
     """Continue one prompt (-> a result) or a list of prompts (-> a list, run as one batch).
 
@@ -82,13 +91,16 @@ def generate_text(
     the model's own) as a user message (after `system`, if given) unless `raw` is set or there is
     no template. `sampling` takes SamplingConfig's
     keys (temperature, top_k, top_p, min_p, repetition_penalty, num_beams, ...); unset keys come
-    from the model's generation config, then SamplingConfig's greedy defaults.
+    from the model's generation config, then SamplingConfig's greedy defaults. More keywords:
+    grammar (a `Grammar`: JSON schema, regex, choices, Lark or GBNF), adapter (a PEFT adapter
+    directory or registry id, served on the shared base model), speculative ("ngram" or a
+    `SpeculativeConfig`), engine (an `Engine` to run on, or an `EngineConfig` for the model's).
     """
     prompts = [prompt] if isinstance(prompt, str) else list(prompt)
     prompt_ids = [encode_prompt(loaded.tokenizer, p, system=system, raw=raw, template=template) for p in prompts]
     results = _generate(
         loaded, prompt_ids, stream=stream, explain=explain, explain_top_k=explain_top_k,
-        max_new_tokens=max_new_tokens, stop=stop, seed=seed, **sampling,
+        max_new_tokens=max_new_tokens, stop=stop, seed=seed, **options,
     )
     return results[0] if isinstance(prompt, str) else results
 
@@ -143,6 +155,10 @@ def _generate(
     max_new_tokens: int = 256,
     stop: str | list[str] | None = None,
     seed: int | None = None,
+    grammar: Grammar | None = None,
+    adapter: str | None = None,
+    speculative: str | SpeculativeConfig | None = None,
+    engine: Engine | EngineConfig | None = None,
     **sampling: Any,
 ) -> list[GenerationResult]:
     config = resolve_sampling(loaded.generation_config, sampling)
@@ -151,23 +167,88 @@ def _generate(
         raise LmstackError("streaming works with one prompt at a time; pass a single prompt or stream=False")
     emit = _stdout_writer if stream is True else stream or None
     stop_ids = stop_token_ids(loaded)
-    rows = [_TextStream(loaded.tokenizer, stop_ids, stop_strings, emit) for _ in prompt_ids]
-    explainer = _Explainer(loaded.tokenizer, rows, explain_top_k) if explain else None
-    timings = Timings()
-    token_ids = generate_ids(
-        loaded.model, prompt_ids, sampling=config, max_new_tokens=max_new_tokens, stop_token_ids=stop_ids,
-        seed=seed, on_token=lambda row, token: rows[row].push(token), on_step=explainer, timings=timings,
+    explainer = _Explainer(loaded.tokenizer, len(prompt_ids), explain_top_k) if explain else None
+    engine = text_engine(loaded, engine, speculative, adapter)
+    if config.num_beams > 1:
+        if explain or grammar is not None:
+            what = "explain shows greedy or sampling steps" if explain else "structured output samples token by token"
+            raise LmstackError(f"{what}, not beam search; set num_beams to 1 to use it")
+        return _beam_results(loaded, engine, prompt_ids, config, max_new_tokens, stop_ids, stop_strings, emit,
+                             adapter)
+    handles = []
+    for row, prompt in enumerate(prompt_ids):
+        constraint = grammar.constraint(loaded.tokenizer, loaded.config.vocab_size, stop_ids) if grammar else None
+        observer = (lambda scores, chosen, row=row: explainer(row, scores, chosen)) if explainer else None
+        handles.append(engine.submit(Request(
+            list(prompt), sampling=config, max_new_tokens=max_new_tokens, stop_token_ids=tuple(stop_ids),
+            stop=tuple(stop_strings), constraint=constraint, adapter=adapter_key(adapter),
+            seed=None if seed is None else seed + row, speculate=speculative is not None or isinstance(engine, Engine),
+            stream=emit is not None or explain, observer=observer,
+        )))
+    if emit is not None:
+        for output in handles[0]:
+            if output.text:
+                emit(output.text)
+    return [_result(h, explainer.steps[row] if explainer else None) for row, h in enumerate(handles)]
+
+
+def text_engine(loaded: Any, engine: Engine | EngineConfig | None = None,
+                speculative: str | SpeculativeConfig | None = None, adapter: str | None = None) -> Engine:
+    """The engine for `loaded`: the one given, else the model's own (rebuilt for a new config)."""
+    if isinstance(engine, Engine):
+        return engine
+    config = engine
+    if speculative is not None:
+        spec = SpeculativeConfig(method=speculative) if isinstance(speculative, str) else speculative
+        config = replace(config or engine_for(loaded.model).config, speculative=spec)
+    loader = getattr(loaded, "lora_factors", None) if adapter is not None else None
+    if adapter is not None and loader is None:
+        raise LmstackError("this model cannot load adapters by name; load it with lmstack.load to use adapter=")
+    return engine_for(loaded.model, config, tokenizer=loaded.tokenizer, adapter_loader=loader)
+
+
+def adapter_key(adapter: str | None) -> str | None:
+    """An adapter reference as the engine names it: directories by their absolute path."""
+    if adapter is None:
+        return None
+    path = Path(adapter)
+    return str(path.resolve()) if path.is_dir() else adapter
+
+
+def _result(handle: Any, steps: list[ExplainStep] | None) -> GenerationResult:
+    handle.result()
+    first = handle.first_token_at or handle.finished_at
+    return GenerationResult(
+        text=handle.stream.text if handle.stream is not None else "", token_ids=list(handle.token_ids),
+        finish_reason=handle.finish_reason, prompt_tokens=handle.prompt_tokens, new_tokens=len(handle.token_ids),
+        prefill_seconds=first - handle.submitted_at, decode_seconds=handle.finished_at - first, steps=steps,
+        cached_tokens=handle.cached_tokens, speculative_proposed=handle.drafted,
+        speculative_accepted=handle.accepted,
     )
+
+
+def _beam_results(loaded, engine, prompt_ids, config, max_new_tokens, stop_ids, stop_strings, emit, adapter):
+    if adapter is not None:
+        raise LmstackError("beam search runs on the base model; drop the adapter or load the model with it")
     results = []
-    for row, (prompt, tokens) in enumerate(zip(prompt_ids, token_ids)):
-        rows[row].finish()
-        results.append(
-            GenerationResult(
-                text=rows[row].text, token_ids=tokens, finish_reason="stop" if rows[row].stopped else "length",
-                prompt_tokens=len(prompt), new_tokens=len(tokens), prefill_seconds=timings.prefill_seconds,
-                decode_seconds=timings.decode_seconds, steps=explainer.steps[row] if explainer else None,
-            )
-        )
+    for prompt in prompt_ids:
+        timings = Timings()
+        tokens = generate_ids(loaded.model, [prompt], sampling=config, max_new_tokens=max_new_tokens,
+                              stop_token_ids=stop_ids, timings=timings, engine=engine)[0]
+        text = TextStream(loaded.tokenizer, set(stop_ids), stop_strings)
+        kept = []
+        for token in tokens:
+            kept.append(token)
+            if text.push(token):
+                break
+        text.finish()
+        if emit is not None:
+            emit(text.text)
+        stopped = text.stopped or (kept and kept[-1] in stop_ids)
+        results.append(GenerationResult(
+            text=text.text, token_ids=kept, finish_reason="stop" if stopped else "length", prompt_tokens=len(prompt),
+            new_tokens=len(kept), prefill_seconds=timings.prefill_seconds, decode_seconds=timings.decode_seconds,
+        ))
     return results
 
 
@@ -176,74 +257,20 @@ def _stdout_writer(text: str) -> None:
     sys.stdout.flush()
 
 
-class _TextStream:
-    """One row's reply as it grows: detokenized, cut at a stop string, streamed as it is safe."""
-
-    def __init__(self, tokenizer: Any, stop_ids: list[int], stop_strings: list[str], emit: TextCallback | None):
-        from lmstack.tokenizer import IncrementalDecoder
-
-        self.decoder = IncrementalDecoder(tokenizer, skip_special_tokens=True)
-        self.stop_ids, self.stop_strings, self.emit = set(stop_ids), [s for s in stop_strings if s], emit
-        self.text = ""
-        self.emitted = 0  # characters of `text` already streamed
-        self.stopped = False
-
-    def push(self, token_id: int) -> bool:
-        """Take one new token; True when a stop string just ended the reply."""
-        if token_id in self.stop_ids:  # generation ends on it; its text is not part of the reply
-            self.stopped = True
-            return False
-        self._extend(self.decoder.push(token_id))
-        return self.stopped
-
-    def finish(self) -> None:
-        if not self.stopped:
-            self._extend(self.decoder.flush())
-        self._emit_until(len(self.text))
-
-    def _extend(self, piece: str) -> None:
-        self.text += piece
-        cut = _first_stop_string(self.text, self.stop_strings)
-        if cut is not None:
-            self.text, self.stopped = self.text[:cut], True
-            self._emit_until(cut)
-        else:  # hold back a tail that may grow into a stop string
-            self._emit_until(len(self.text) - _partial_stop_length(self.text, self.stop_strings))
-
-    def _emit_until(self, end: int) -> None:
-        if self.emit is not None and end > self.emitted:
-            self.emit(self.text[self.emitted : end])
-        self.emitted = max(self.emitted, end)
-
-
-def _first_stop_string(text: str, stop_strings: list[str]) -> int | None:
-    found = [i for i in (text.find(s) for s in stop_strings) if i >= 0]
-    return min(found) if found else None
-
-
-def _partial_stop_length(text: str, stop_strings: list[str]) -> int:
-    """Length of the longest end of `text` that is the start of some stop string."""
-    return max((n for s in stop_strings for n in range(1, len(s)) if text.endswith(s[:n])), default=0)
-
-
 class _Explainer:
-    """Records, for each running row and step, the top candidates and the chosen token."""
+    """Records, for each row and step, the top candidates and the chosen token."""
 
-    def __init__(self, tokenizer: Any, rows: list[_TextStream], top_k: int):
+    def __init__(self, tokenizer: Any, rows: int, top_k: int):
         if top_k < 1:
             raise LmstackError(f"explain_top_k must be >= 1, got {top_k}")
-        self.tokenizer, self.rows, self.top_k = tokenizer, rows, top_k
-        self.steps: list[list[ExplainStep]] = [[] for _ in rows]
+        self.tokenizer, self.top_k = tokenizer, top_k
+        self.steps: list[list[ExplainStep]] = [[] for _ in range(rows)]
 
-    def __call__(self, scores: torch.Tensor, chosen: torch.Tensor) -> None:
+    def __call__(self, row: int, scores: torch.Tensor, chosen: int) -> None:
         probs = scores.float().softmax(dim=-1)
-        top = probs.topk(min(self.top_k, probs.shape[-1]), dim=-1)
-        for row, stream in enumerate(self.rows):
-            if stream.stopped:
-                continue
-            candidates = [self._candidate(int(t), float(p)) for t, p in zip(top.indices[row], top.values[row])]
-            token = int(chosen[row])
-            self.steps[row].append(ExplainStep(self._candidate(token, float(probs[row, token])), candidates))
+        top = probs.topk(min(self.top_k, probs.shape[-1]))
+        candidates = [self._candidate(int(t), float(p)) for t, p in zip(top.indices, top.values)]
+        self.steps[row].append(ExplainStep(self._candidate(chosen, float(probs[chosen])), candidates))
 
     def _candidate(self, token_id: int, probability: float) -> Candidate:
         return Candidate(token_id, self.tokenizer.decode([token_id]), probability)

@@ -49,16 +49,31 @@ class ModelConfig:
     pad_token_id: int | None = None
 
     def __post_init__(self) -> None:
-        for name in SIZE_FIELDS:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise LmstackError(f"model config: {HF_NAMES.get(name, name)} must be a positive integer, got {value!r}")
+        for name in (*SIZE_FIELDS, "max_position_embeddings"):
+            if not _positive_int(getattr(self, name)):
+                raise LmstackError(f"model config: {HF_NAMES.get(name, name)} must be a positive integer, "
+                                   f"got {getattr(self, name)!r}")
+        for name in ("rms_norm_eps", "rope_theta"):
+            if not _positive_number(getattr(self, name)):
+                raise LmstackError(f"model config: {name} must be a positive number, got {getattr(self, name)!r}")
+        if self.rope_scaling is not None and not (
+            isinstance(self.rope_scaling, dict) and _positive_number(self.rope_scaling.get("factor", 1.0))
+        ):
+            raise LmstackError(f"model config: rope_scaling must be a mapping with a positive factor, "
+                               f"got {self.rope_scaling!r}")
+        if self.sliding_window is not None and not _positive_int(self.sliding_window):
+            raise LmstackError(f"model config: sliding_window must be a positive integer, got {self.sliding_window!r}")
+        if not isinstance(self.layer_types, list) or not all(t in LAYER_TYPES for t in self.layer_types):
+            raise LmstackError(f"model config: layer_types must list {' or '.join(sorted(LAYER_TYPES))}, "
+                               f"got {self.layer_types!r}")
         if self.family not in FAMILIES:
             raise LmstackError(
                 f"unsupported architecture '{self.family}'; supported: {', '.join(FAMILIES)}"
             )
         if not self.layer_types:
             self.layer_types = ["full_attention"] * self.num_layers
+        if "sliding_attention" in self.layer_types and self.sliding_window is None:
+            raise LmstackError("model config: sliding_attention layers need a sliding_window size")
         if len(self.layer_types) != self.num_layers:
             raise LmstackError(
                 f"config lists {len(self.layer_types)} layer_types for {self.num_layers} layers"
@@ -171,8 +186,16 @@ class ModelConfig:
         return hf
 
 
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _positive_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
 def _check_positive_int(key: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not _positive_int(value):
         raise LmstackError(f"config.json: {key} must be a positive integer, got {value!r}; fix the file")
 
 
@@ -200,6 +223,7 @@ def _scaling_only(rope: dict[str, Any]) -> dict[str, Any] | None:
 
 # Sizes that must be positive integers, and their names in a transformers config.json.
 SIZE_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads", "head_dim")
+LAYER_TYPES = ("full_attention", "sliding_attention")
 HF_NAMES = {"num_layers": "num_hidden_layers", "num_heads": "num_attention_heads",
             "num_kv_heads": "num_key_value_heads"}
 

@@ -10,6 +10,7 @@ import torch
 
 from lmstack.errors import LmstackError
 from lmstack.home import atomic_path
+from lmstack.inputs import read_json_object
 from lmstack.model.config import ModelConfig
 
 SHARD_INDEX = "model.safetensors.index.json"
@@ -19,10 +20,11 @@ def read_config(directory: Path) -> ModelConfig:
     path = directory / "config.json"
     if not path.is_file():
         raise LmstackError(f"{directory} has no config.json; is it a Hugging Face model directory?")
+    hf = read_json_object(path)
     try:
-        return ModelConfig.from_hf(json.loads(path.read_text()))
-    except (json.JSONDecodeError, KeyError) as e:
-        raise LmstackError(f"{path} is not a valid model config ({type(e).__name__}: {e})") from e
+        return ModelConfig.from_hf(hf)
+    except (KeyError, TypeError, ValueError, AttributeError) as error:  # a value of the wrong type or shape
+        raise LmstackError(f"{path} is not a valid model config ({type(error).__name__}: {error}); fix it") from None
 
 
 def read_quantization(directory: Path) -> dict[str, Any] | None:
@@ -35,7 +37,7 @@ def read_quantization(directory: Path) -> dict[str, Any] | None:
 
 def read_generation_config(directory: Path) -> dict[str, Any]:
     path = directory / "generation_config.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return read_json_object(path) if path.is_file() else {}
 
 
 def read_state_dict(directory: Path) -> dict[str, torch.Tensor]:
@@ -44,7 +46,7 @@ def read_state_dict(directory: Path) -> dict[str, torch.Tensor]:
 
     index = directory / SHARD_INDEX
     if index.is_file():
-        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        files = _shard_files(index)
     elif (directory / "model.safetensors").is_file():
         files = ["model.safetensors"]
     else:
@@ -53,9 +55,24 @@ def read_state_dict(directory: Path) -> dict[str, torch.Tensor]:
     for name in files:
         try:
             state.update(load_file(directory / name))
-        except Exception as e:
-            raise LmstackError(f"{directory / name} is missing or corrupt ({e})") from e
+        except Exception as error:  # noqa: BLE001 - safetensors raises several types for a damaged file
+            reason = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
+            raise LmstackError(f"{directory / name} is missing or corrupt ({reason}); re-export or copy it again") \
+                from None
     return state
+
+
+def _shard_files(index: Path) -> list[str]:
+    """The safetensors files a sharded checkpoint's index names."""
+    weight_map = read_json_object(index).get("weight_map")
+    try:
+        files = sorted({str(name) for name in weight_map.values()})
+    except AttributeError as error:
+        raise LmstackError(f"{index} is not a valid shard index ({type(error).__name__}); re-export the model") \
+            from None
+    if any("/" in name or name.startswith(".") for name in files):
+        raise LmstackError(f"{index} names files outside the model folder; re-export the model")
+    return files
 
 
 def write_model_dir(

@@ -10,6 +10,7 @@ Shapes: B batch, T new tokens, S keys seen (cache + new), H heads, K kv heads, D
 from __future__ import annotations
 
 import math
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -99,7 +100,7 @@ class Rotary(nn.Module):
         angles = torch.cat([freqs, freqs], dim=-1)
         cos = (angles.cos() * self.attention_factor).to(dtype)
         sin = (angles.sin() * self.attention_factor).to(dtype)
-        return cos[:, None], sin[:, None]  # broadcast over heads
+        return cos[:, :, None], sin[:, :, None]  # [B, T, 1, D]: broadcast over heads
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -111,30 +112,19 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 # --- KV cache ------------------------------------------------------------------------------------
 
 
-class KVCache:
-    """Pre-allocated keys and values for every layer: [B, K, max_len, D]."""
+class AttentionCache(Protocol):
+    """What `forward(cache=...)` needs from a key/value cache (the engine's paged cache is one).
 
-    def __init__(self, config: ModelConfig, batch: int, max_len: int, device, dtype):
-        shape = (batch, config.num_kv_heads, max_len, config.head_dim)
-        self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.num_layers)]
-        self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.num_layers)]
-        self.max_len = max_len
-        self.length = 0  # positions filled, the same for every layer and row
+    `attend` stores the new keys and values of `layer` and returns the attention output of the
+    new queries over every key the cache holds for their sequence, masking as it knows how:
+    q [B, T, H, D], k and v [B, T, K, D] -> [B, T, H, D]. `window` is the layer's sliding window
+    (None for full attention). The cache also supplies the new tokens' positions.
+    """
 
-    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store the new k/v of `layer`; return all keys/values seen so far."""
-        start, end = self.length, self.length + k.shape[2]
-        self.keys[layer][:, :, start:end] = k
-        self.values[layer][:, :, start:end] = v
-        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+    def position_ids(self) -> torch.Tensor: ...
 
-    def advance(self, n: int) -> None:
-        self.length += n
-
-    def reorder(self, rows: torch.Tensor) -> None:
-        """Keep the rows `rows` (beam search picks which hypotheses continue)."""
-        self.keys = [k.index_select(0, rows) for k in self.keys]
-        self.values = [v.index_select(0, rows) for v in self.values]
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int | None,
+               scale: float) -> torch.Tensor: ...
 
 
 # --- the blocks ----------------------------------------------------------------------------------
@@ -146,6 +136,7 @@ class Attention(nn.Module):
         self.layer = layer
         self.num_heads, self.num_kv_heads, self.head_dim = c.num_heads, c.num_kv_heads, c.head_dim
         self.scale = c.attention_scale
+        self.window = c.sliding_window if c.layer_types[layer] == "sliding_attention" else None
         self.q_proj = nn.Linear(c.hidden_size, c.num_heads * c.head_dim, bias=c.attention_bias)
         self.k_proj = nn.Linear(c.hidden_size, c.num_kv_heads * c.head_dim, bias=c.attention_bias)
         self.v_proj = nn.Linear(c.hidden_size, c.num_kv_heads * c.head_dim, bias=c.attention_bias)
@@ -154,23 +145,23 @@ class Attention(nn.Module):
             self.q_norm = RMSNorm(c.head_dim, c.rms_norm_eps, c.norm_offset)
             self.k_norm = RMSNorm(c.head_dim, c.rms_norm_eps, c.norm_offset)
 
-    def forward(self, x, cos, sin, mask, cache: KVCache | None) -> torch.Tensor:
+    def forward(self, x, cos, sin, mask, cache: AttentionCache | None) -> torch.Tensor:
         B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(x).view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        q = self.q_proj(x).view(B, T, self.num_heads, self.head_dim)
+        k = self.k_proj(x).view(B, T, self.num_kv_heads, self.head_dim)
+        v = self.v_proj(x).view(B, T, self.num_kv_heads, self.head_dim)
         if hasattr(self, "q_norm"):
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         if cache is not None:
-            k, v = cache.update(self.layer, k, v)
-        causal_without_mask = mask is None and T > 1
-        # enable_gqa lets groups of query heads share a kv head without copying the cache.
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=causal_without_mask, scale=self.scale,
-            enable_gqa=self.num_kv_heads != self.num_heads,
-        )
-        return self.o_proj(out.transpose(1, 2).reshape(B, T, -1))
+            out = cache.attend(self.layer, q, k, v, self.window, self.scale)
+        else:
+            # enable_gqa lets groups of query heads share a kv head without copying them.
+            out = F.scaled_dot_product_attention(
+                q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask,
+                is_causal=mask is None and T > 1, scale=self.scale, enable_gqa=self.num_kv_heads != self.num_heads,
+            ).transpose(1, 2)
+        return self.o_proj(out.reshape(B, T, -1))
 
 
 class MLP(nn.Module):
@@ -244,10 +235,10 @@ class Transformer(nn.Module):
     def device(self) -> torch.device:
         return self.model.norm.weight.device
 
-    def new_cache(self, batch: int, max_len: int) -> KVCache:
-        # The final norm is never quantized: its dtype is the activations' dtype.
-        p = self.model.norm.weight
-        return KVCache(self.config, batch, max_len, p.device, p.dtype)
+    @property
+    def dtype(self) -> torch.dtype:
+        """The activations' dtype: the final norm's (a norm is never quantized, an embedding may be)."""
+        return self.model.norm.weight.dtype
 
     def forward(
         self,
@@ -255,43 +246,43 @@ class Transformer(nn.Module):
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         segment_ids: torch.Tensor | None = None,
-        cache: KVCache | None = None,
+        cache: AttentionCache | None = None,
         last_only: bool = False,
         logits_at: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Logits [B, T, V] in fp32 (T = 1 with `last_only`).
 
-        attention_mask: [B, S] 1 for real tokens, 0 for padding, covering cached and new tokens.
+        attention_mask: [B, T] 1 for real tokens, 0 for padding.
         segment_ids: [B, T] packed samples; tokens attend only within their own segment.
+        cache: keys and values of earlier tokens (the generation engine's paged cache); it gives
+            the positions and the masking, so the three arguments above stay None with it.
         logits_at: [B, T] bool; only those positions go through the output head, returned as
             [N, V]. Training reads logits where a label is trained only: the vocabulary projection
             is a fifth of a small model's compute, and most positions are prompt or padding.
         """
         c = self.config
-        past = cache.length if cache is not None else 0
-        if cache is not None and past + input_ids.shape[1] > cache.max_len:
-            from lmstack.errors import LmstackError
-
-            raise LmstackError(f"sequence of {past + input_ids.shape[1]} tokens exceeds the cache ({cache.max_len})")
-        if position_ids is None:
-            position_ids = default_positions(input_ids, attention_mask, past)
+        if cache is not None:
+            position_ids = cache.position_ids()
+        elif position_ids is None:
+            position_ids = default_positions(input_ids, attention_mask)
         x = self.model.embed_tokens(input_ids)
         if c.scale_embeddings:
             x = x * torch.tensor(c.embedding_multiplier, dtype=x.dtype)
         cos_g, sin_g = self.rotary_global(position_ids, x.dtype)
         cos_l, sin_l = self.rotary_local(position_ids, x.dtype)
-        full_mask = build_mask(input_ids.shape[1], past, attention_mask, segment_ids, None, x.device)
-        local_mask = full_mask
-        if c.sliding_window is not None:
-            local_mask = build_mask(input_ids.shape[1], past, attention_mask, segment_ids, c.sliding_window, x.device)
+        full_mask = local_mask = None
+        if cache is None:
+            full_mask = build_mask(input_ids.shape[1], attention_mask, segment_ids, None, x.device)
+            if c.sliding_window is not None:
+                local_mask = build_mask(input_ids.shape[1], attention_mask, segment_ids, c.sliding_window, x.device)
+            else:
+                local_mask = full_mask
         for layer in self.model.layers:
             cos, sin, mask = (cos_l, sin_l, local_mask) if layer.sliding else (cos_g, sin_g, full_mask)
             if self.gradient_checkpointing and self.training:
                 x = checkpoint(layer, x, cos, sin, mask, cache, use_reentrant=False)
             else:
                 x = layer(x, cos, sin, mask, cache)
-        if cache is not None:
-            cache.advance(input_ids.shape[1])
         if last_only:
             x = x[:, -1:]
         elif logits_at is not None:
@@ -303,37 +294,32 @@ class Transformer(nn.Module):
         return logits
 
 
-def default_positions(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, past: int) -> torch.Tensor:
+def default_positions(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
     """Positions count real tokens only, so left padding does not shift them."""
     T = input_ids.shape[1]
     if attention_mask is None:
-        return torch.arange(past, past + T, device=input_ids.device).expand(input_ids.shape[0], T)
-    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -T:]
+        return torch.arange(T, device=input_ids.device).expand(input_ids.shape[0], T)
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
 def build_mask(
     T: int,
-    past: int,
     attention_mask: torch.Tensor | None,
     segment_ids: torch.Tensor | None,
     window: int | None,
     device: torch.device,
 ) -> torch.Tensor | None:
-    """Boolean [B|1, 1, T, S] mask (True = may attend), or None for plain causal attention."""
-    S = past + T
-    if attention_mask is None and segment_ids is None and (window is None or S <= window):
-        # SDPA's is_causal aligns the triangle top-left, which is right only without a past;
-        # a single new query may see every key.
-        if past == 0 or T == 1:
-            return None
-    q = torch.arange(past, S, device=device)[:, None]
-    k = torch.arange(S, device=device)[None, :]
+    """Boolean [B|1, 1, T, T] mask (True = may attend), or None for plain causal attention."""
+    if attention_mask is None and segment_ids is None and (window is None or T <= window):
+        return None
+    q = torch.arange(T, device=device)[:, None]
+    k = torch.arange(T, device=device)[None, :]
     allowed = k <= q
     if window is not None:
         allowed = allowed & (q - k < window)
     allowed = allowed[None]
     if attention_mask is not None:
-        allowed = allowed & attention_mask[:, None, :S].bool()
+        allowed = allowed & attention_mask[:, None, :].bool()
     if segment_ids is not None:
         allowed = allowed & (segment_ids[:, :, None] == segment_ids[:, None, :])
     # A padding query would see nothing and give NaN; let every token see itself.

@@ -1,6 +1,6 @@
 """Parameter-efficient fine-tuning: LoRA, rsLoRA, DoRA, NF4 and QLoRA, with peft-compatible adapters."""
 
-from lmstack.peft.adapter_io import load_adapter, save_adapter
+from lmstack.peft.adapter_io import load_adapter, read_lora_factors, save_adapter
 from lmstack.peft.lora import (
     LoraConfig,
     LoraLinear,
@@ -32,5 +32,6 @@ __all__ = [
     "prepare_qlora",
     "quantize_linear_nf4",
     "quantize_model_nf4",
+    "read_lora_factors",
     "save_adapter",
 ]

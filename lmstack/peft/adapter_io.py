@@ -175,3 +175,20 @@ def load_adapter(model: nn.Module, directory: str | os.PathLike) -> nn.Module:
     for name, layer in lora_layers(model):
         _copy_into(layer, name, tensors[name], directory)
     return model
+
+
+def read_lora_factors(directory: str | os.PathLike) -> dict[str, tuple[torch.Tensor, torch.Tensor, float]]:
+    """{module path: (A [r, in], B [out, r], scaling)} of a saved LoRA adapter, for serving it
+    unmerged beside others (the engine's multi-LoRA adds x A^T B^T * scaling to each layer)."""
+    directory = Path(directory)
+    raw = _read_config(directory)
+    if raw.get("use_dora"):
+        raise LmstackError(f"{directory} is a DoRA adapter, which cannot be served unmerged; merge it first "
+                           "(lmstack train merge-adapter) and serve the merged model")
+    config = LoraConfig(r=raw["r"], alpha=raw["lora_alpha"], use_rslora=raw.get("use_rslora", False))
+    factors = {}
+    for path, tensors in _read_tensors(directory).items():
+        if "lora_A.weight" not in tensors or "lora_B.weight" not in tensors:
+            raise LmstackError(f"adapter in {directory} lacks lora_A or lora_B for {path}; the file is incomplete")
+        factors[path] = (tensors["lora_A.weight"], tensors["lora_B.weight"], config.scaling)
+    return factors

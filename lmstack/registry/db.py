@@ -97,23 +97,35 @@ class Score:
 
 def database_path() -> Path:
     override = os.environ.get("LMSTACK_REGISTRY")
-    if override:
+    if not override:
+        return lmstack_home() / "registry.db"
+    try:
         Path(override).parent.mkdir(parents=True, exist_ok=True)
-        return Path(override)
-    return lmstack_home() / "registry.db"
+    except OSError as error:
+        raise LmstackError(f"cannot create the registry folder {Path(override).parent} ({error.strerror}); "
+                           "set LMSTACK_REGISTRY to a file in a writable folder") from None
+    return Path(override)
 
 
 @contextlib.contextmanager
 def _connect() -> Iterator[sqlite3.Connection]:
     """A short-lived connection; callers open an explicit transaction when they write."""
-    connection = sqlite3.connect(database_path(), timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    path = database_path()
+    try:
+        connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    except sqlite3.Error as error:
+        raise LmstackError(f"cannot open the registry {path} ({error}); check the folder's permissions") from None
     try:
         connection.row_factory = sqlite3.Row
-        connection.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-        connection.execute("PRAGMA journal_mode = WAL")
-        connection.execute("PRAGMA foreign_keys = ON")
-        connection.executescript(SCHEMA)
-        _migrate(connection)
+        try:
+            connection.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            connection.execute("PRAGMA journal_mode = WAL")
+            connection.execute("PRAGMA foreign_keys = ON")
+            connection.executescript(SCHEMA)
+            _migrate(connection)
+        except sqlite3.DatabaseError as error:
+            raise LmstackError(f"the registry {path} is damaged ({error}); move it aside (lmstack starts a new one) "
+                               "or restore it from a backup") from None
         yield connection
     finally:
         connection.close()

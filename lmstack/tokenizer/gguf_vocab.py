@@ -66,6 +66,16 @@ class GgufTokenizerParts:
 
 def tokenizer_parts_from_gguf(metadata: dict[str, Any], path: str | Path) -> GgufTokenizerParts:
     """Build the tokenizer pipeline from a GGUF's `tokenizer.*` metadata (`path` names it in errors)."""
+    try:
+        return _parts(metadata, path)
+    except LmstackError:
+        raise
+    except Exception as error:  # noqa: BLE001 - `tokenizers` raises plain Exception on a bad vocabulary
+        raise LmstackError(f"{path}: the tokenizer stored in this GGUF is damaged ({str(error)[:120]}); "
+                           "re-download or re-export the file") from None
+
+
+def _parts(metadata: dict[str, Any], path: str | Path) -> GgufTokenizerParts:
     kind = metadata.get("tokenizer.ggml.model")
     if "tokenizer.ggml.tokens" not in metadata:
         raise LmstackError(f"{path} has no tokenizer vocabulary; use a GGUF exported with its tokenizer")

@@ -19,6 +19,7 @@ from tokenizers import processors
 
 from lmstack.errors import LmstackError
 from lmstack.home import atomic_write_text
+from lmstack.inputs import read_json_object
 from lmstack.formats.gguf_file import GGUFFile, read_gguf
 from lmstack.tokenizer.chat_template import TEMPLATES, render_chat, resolve_template
 from lmstack.tokenizer.gguf_vocab import tokenizer_parts_from_gguf
@@ -73,8 +74,13 @@ class Tokenizer:
         config = _read_json(directory / "tokenizer_config.json")
         token_map = {**_read_json(directory / "special_tokens_map.json"), **config}
         special_tokens = {name: _token_text(token_map[name]) for name in SPECIAL_TOKEN_NAMES if token_map.get(name)}
+        try:
+            backend = Backend.from_file(str(tokenizer_file))
+        except Exception as error:  # noqa: BLE001 - `tokenizers` raises plain Exception for a bad file
+            raise LmstackError(f"{tokenizer_file} cannot be read as a tokenizer ({str(error)[:120]}); "
+                               "re-export the model or copy the file again") from None
         return cls(
-            Backend.from_file(str(tokenizer_file)),
+            backend,
             special_tokens=special_tokens,
             add_bos_token=config.get("add_bos_token"),
             add_eos_token=config.get("add_eos_token"),
@@ -215,12 +221,7 @@ class Tokenizer:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise LmstackError(f"{path} is not valid JSON ({error}); fix or delete the file") from error
+    return read_json_object(path) if path.is_file() else {}
 
 
 def _token_text(token: str | dict) -> str:

@@ -15,16 +15,21 @@ A recipe has six sections. Every key can be overridden from the command line by 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lmstack.errors import LmstackError
+from lmstack.inputs import read_text
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # NaN and infinities are refused for every float: `lr: .nan` must fail before training starts.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+MAX_SEED = 2**32 - 1  # NumPy's generator, seeded with the run's seed, takes no more
 
 
 class ModelSection(Section):
@@ -37,17 +42,17 @@ class ModelSection(Section):
 class DataSection(Section):
     train: str = ""  # a dataset path, or `lmstack:NAME` for a dataset shipped with lmstack
     val: str | None = None
-    val_fraction: float = 0.0  # without `val`: hold out this fraction of `train` for validation
+    val_fraction: float = Field(0.0, ge=0.0, lt=1.0)  # without `val`: hold out this fraction of `train`
     template: str | None = None  # None: the model's own chat template; else chatml | llama3 | gemma
-    max_len: int = 512
+    max_len: int = Field(512, ge=2)
     packing: bool = False
 
 
 class MethodSection(Section):
     type: Literal["full", "lora", "dora", "qlora"] = "lora"
-    r: int = 16
-    alpha: float = 32
-    dropout: float = 0.0
+    r: int = Field(16, ge=1)
+    alpha: float = Field(32, gt=0)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
     target_modules: list[str] | Literal["all-linear"] = "all-linear"
     use_rslora: bool = False
 
@@ -56,45 +61,36 @@ class ObjectiveSection(Section):
     # sft: masked cross-entropy. sigmoid: DPO. ipo: IPO. cdpo: DPO with label smoothing.
     # kto: KTO (unpaired). orpo: ORPO (no reference model).
     loss: Literal["sft", "sigmoid", "ipo", "cdpo", "kto", "orpo"] = "sft"
-    beta: float = 0.1  # DPO/IPO/KTO temperature; ORPO's weight of the odds-ratio term
-    label_smoothing: float = 0.0  # cDPO: the assumed probability that a pair's label is flipped
-    desirable_weight: float = 1.0  # KTO
-    undesirable_weight: float = 1.0  # KTO
+    beta: float = Field(0.1, gt=0)  # DPO/IPO/KTO temperature; ORPO's weight of the odds-ratio term
+    label_smoothing: float = Field(0.0, ge=0.0, lt=0.5)  # cDPO: the assumed probability that a label is flipped
+    desirable_weight: float = Field(1.0, gt=0)  # KTO
+    undesirable_weight: float = Field(1.0, gt=0)  # KTO
 
 
 class OptimizerSection(Section):
-    lr: float = 2e-4
-    weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
+    lr: float = Field(2e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.999)
+    eps: float = Field(1e-8, gt=0)
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
-    warmup_steps: int = 0
-    min_lr_ratio: float = 0.0  # the decay ends at lr * min_lr_ratio
-    max_grad_norm: float = 1.0  # 0 disables clipping (the norm is still logged)
+    warmup_steps: int = Field(0, ge=0)
+    min_lr_ratio: float = Field(0.0, ge=0, le=1)  # the decay ends at lr * min_lr_ratio
+    max_grad_norm: float = Field(1.0, ge=0)  # 0 disables clipping (the norm is still logged)
 
 
 class RunSection(Section):
-    steps: int | None = None  # optimizer steps; when None, `epochs` passes over the data
-    epochs: int = 1
-    batch_size: int = 8  # samples per forward pass on one process
-    grad_accum: int = 1  # forward passes per optimizer step
-    eval_every: int = 0  # steps between evaluations on data.val (0: only at the end)
-    checkpoint_every: int = 0  # steps between checkpoints (0: none)
-    patience: int = 0  # stop after this many evaluations without improvement (0: never)
-    log_every: int = 1
-    out_dir: str = "runs/train"
-    seed: int = 0
+    steps: int | None = Field(None, ge=1)  # optimizer steps; when None, `epochs` passes over the data
+    epochs: int = Field(1, ge=1)
+    batch_size: int = Field(8, ge=1)  # samples per forward pass on one process
+    grad_accum: int = Field(1, ge=1)  # forward passes per optimizer step
+    eval_every: int = Field(0, ge=0)  # steps between evaluations on data.val (0: only at the end)
+    checkpoint_every: int = Field(0, ge=0)  # steps between checkpoints (0: none)
+    patience: int = Field(0, ge=0)  # stop after this many evaluations without improvement (0: never)
+    log_every: int = Field(1, ge=1)
+    out_dir: str = Field("runs/train", min_length=1)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     deterministic: bool = True
     distributed: Literal["ddp", "fsdp"] = "ddp"  # under torchrun: replicate (ddp) or shard (fsdp) the weights
-
-    @model_validator(mode="after")
-    def _positive(self) -> "RunSection":
-        for name in ("batch_size", "grad_accum", "epochs", "log_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1")
-        if self.steps is not None and self.steps < 1:
-            raise ValueError("steps must be at least 1")
-        return self
 
 
 class Recipe(Section):
@@ -125,12 +121,16 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | dict[str,
     raw: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
-        if not path.is_file():
+        if not path.exists():
             raise LmstackError(f"recipe not found: {path}; pass a YAML file such as recipes/sft-lora-smollm2.yaml")
+        text = read_text(path, "recipe", allow_empty=True)
         try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            raw = yaml.safe_load(text) or {}
         except yaml.YAMLError as err:
-            raise LmstackError(f"{path} is not valid YAML ({err}); fix the file") from None
+            mark = getattr(err, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(err, "problem", None) or type(err).__name__
+            raise LmstackError(f"{path} is not valid YAML{where} ({problem}); fix the file") from None
         if not isinstance(raw, dict):
             raise LmstackError(f"{path} must be a YAML mapping of sections (model, data, method, ...)")
     pairs = parse_override_tokens(overrides) if isinstance(overrides, list) else dict(overrides or {})
@@ -159,9 +159,19 @@ def parse_override_tokens(tokens: list[str]) -> dict[str, Any]:
             next_is_value = i + 1 < len(tokens) and not tokens[i + 1].startswith("--")
             value = tokens[i + 1] if next_is_value else "true"  # a bare flag switches a boolean on
             i += next_is_value
-        pairs[key] = yaml.safe_load(value) if value != "" else ""
+        pairs[key] = _override_value(value)
         i += 1
     return pairs
+
+
+def _override_value(text: str) -> Any:
+    """A flag's value read as YAML (`1e-4`, `true`, `[0.9, 0.99]`); text YAML cannot read stays text."""
+    if text == "":
+        return ""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
 
 
 def resolve_key(key: str) -> tuple[str, str]:
@@ -183,4 +193,6 @@ def resolve_key(key: str) -> tuple[str, str]:
 def _first_error(err: ValidationError) -> str:
     first = err.errors()[0]
     where = ".".join(str(part) for part in first["loc"])
-    return f"{where}: {first['msg']}" + (f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else "")
+    given = f", got {first['input']!r}" if "input" in first and not isinstance(first["input"], dict) else ""
+    more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"{where}: {first['msg']}{given}{more}"

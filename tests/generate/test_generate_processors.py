@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from lmstack.errors import LmstackError
-from lmstack.generate.processors import MinP, RepetitionPenalty, SamplingConfig, Temperature, TopK, TopP
+from lmstack.generate.processors import (
+    MinP, RepetitionPenalty, SamplingConfig, Temperature, TopK, TopP, apply_processors, seen_tokens,
+)
 
 tf_process = pytest.importorskip("transformers.generation.logits_process")
 
@@ -40,7 +42,7 @@ def batch():
 def test_processor_equals_transformers(batch, ours, theirs):
     input_ids, logits = batch
     expected = theirs()(input_ids, logits.clone())
-    got = ours(input_ids, logits.clone())
+    got = ours(seen_tokens(input_ids, 50), logits.clone())
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
     assert torch.isfinite(got).any(dim=-1).all()  # every row keeps at least one token
 
@@ -67,9 +69,7 @@ def test_chain_matches_transformers_order(batch):
     expected = logits.clone()
     for p in theirs:
         expected = p(input_ids, expected)
-    got = logits.clone()
-    for p in config.processors():
-        got = p(input_ids, got)
+    got = apply_processors(config.processors(), seen_tokens(input_ids, 50), logits.clone())
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
 
 

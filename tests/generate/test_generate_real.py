@@ -7,6 +7,8 @@ import torch
 
 pytestmark = pytest.mark.real
 
+from lmstack.generate.text import generate_text
+
 transformers = pytest.importorskip("transformers")
 
 
@@ -37,7 +39,7 @@ def hf_greedy(hf, prompt_ids: list[int], max_new_tokens: int, stop: list[int]) -
 def test_64_token_greedy_chat_equals_transformers(smollm2_pair):
     loaded, hf = smollm2_pair
     question = "Write a long story about a robot who learns to paint."
-    result = loaded.generate(question, max_new_tokens=64)
+    result = generate_text(loaded, question, max_new_tokens=64)
     prompt_ids = loaded.tokenizer.apply_chat_template(
         [{"role": "user", "content": question}], add_generation_prompt=True, tokenize=True
     )
@@ -50,7 +52,7 @@ def test_64_token_greedy_chat_equals_transformers(smollm2_pair):
 def test_batched_raw_prompts_equal_transformers(smollm2_pair):
     loaded, hf = smollm2_pair
     prompts = ["The capital of France is", "Once upon a time, in a small village far away,"]
-    results = loaded.generate(prompts, raw=True, max_new_tokens=16)
+    results = generate_text(loaded, prompts, raw=True, max_new_tokens=16)
     for prompt, result in zip(prompts, results):
         expected = hf_greedy(hf, loaded.tokenizer.encode(prompt), 16, list(loaded.tokenizer.stop_token_ids))
         assert result.token_ids == expected

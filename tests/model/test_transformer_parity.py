@@ -55,14 +55,21 @@ def test_logits_match_transformers(case):
 
 @pytest.mark.parametrize("case", ["llama3-rope-scaling", "gemma3", "mistral-sliding"])
 def test_kv_cache_steps_equal_full_forward(case):
+    """A prompt chunk, then one token at a time through the engine's paged cache."""
+    from lmstack.generate.engine import Engine, EngineConfig
+    from lmstack.generate.runner import Feed
+
     _, ours = build_pair(case)
     ids = torch.randint(0, 128, (2, 20), generator=torch.Generator().manual_seed(2))
+    engine = Engine(ours, config=EngineConfig(kv_cache_mb=1, block_size=8))
     with torch.no_grad():
         full = ours(ids)
-        cache = ours.new_cache(2, 32)
-        steps = [ours(ids[:, :11], cache=cache)] + [ours(ids[:, t:t + 1], cache=cache) for t in range(11, 20)]
-    assert (torch.cat(steps, dim=1) - full).abs().max() <= 1e-5
-    assert cache.length == 20
+        for row in range(2):
+            blocks = [engine.pool.allocate() for _ in range(3)]
+            tokens = ids[row].tolist()
+            steps = [engine.runner.forward([Feed(blocks, 0, tokens[:11], None, "all", prefill=True)]).values]
+            steps += [engine.runner.forward([Feed(blocks, t, [tokens[t]], None, "all")]).values for t in range(11, 20)]
+            assert (torch.cat(steps) - full[row]).abs().max() <= 1e-5
 
 
 def test_left_padding_does_not_change_a_row(tiny_config):

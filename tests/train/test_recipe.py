@@ -38,7 +38,7 @@ def test_unknown_key_in_the_yaml_is_an_error(tmp_path):
 def test_bad_values_are_errors():
     with pytest.raises(LmstackError, match="method.type"):
         load_recipe(None, {"type": "prefix-tuning"})
-    with pytest.raises(LmstackError, match="batch_size must be at least 1"):
+    with pytest.raises(LmstackError, match=r"run.batch_size: Input should be greater than or equal to 1, got 0"):
         load_recipe(None, {"batch_size": 0})
     with pytest.raises(LmstackError, match="unexpected argument"):
         parse_override_tokens(["lr", "1"])

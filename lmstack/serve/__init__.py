@@ -1,0 +1,1 @@
+"""Serving: an OpenAI-compatible HTTP server and a web UI on the engine (`lmstack serve`)."""
