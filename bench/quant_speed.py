@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import tempfile
 import time
 from importlib import metadata
@@ -167,12 +168,17 @@ def main() -> None:
 
     reference = load_model(args.model, device="cpu", dtype="fp32")
     text = read_text(dataset_path(args.text))
+    # From here on models are referred to by their GGUF path, and the GGUF files made here are
+    # converted in a throwaway home (removed at the end) instead of the user's.
+    args.model = str(reference.source or reference.path)
+    os.environ["LMSTACK_HOME"] = str(workdir / "home")
     versions = ", ".join(f"{p} {metadata.version(p)}" for p in ("torch", "gguf", "llama-cpp-python")
                          if _installed(p))
     header = [f"{time.strftime('%Y-%m-%d')}, {platform.node()}, {describe_cpu()}, {args.threads} threads; {versions}"]
     part1 = lmstack_table(args, reference, text, workdir) if args.methods else []
     part2 = gguf_table(args, reference, text, workdir) if args.gguf_types else []
     print("\n".join(["", *header, "", *part1, "", *part2]))
+    shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _installed(package: str) -> bool:

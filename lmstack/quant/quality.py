@@ -10,6 +10,7 @@ moving probability between plausible tokens.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -39,11 +40,13 @@ class QualityRow:
 
 
 def weights_size(path: Path) -> int:
-    """Bytes of a model's weights on disk: a GGUF file, or a directory's safetensors files."""
+    """Bytes of a model's weights on disk: a GGUF file, or a directory's safetensors (all shards)."""
     path = Path(path)
     if path.is_file():
         return path.stat().st_size
-    return sum(p.stat().st_size for p in path.glob("*.safetensors"))
+    index = path / "model.safetensors.index.json"
+    files = set(json.loads(index.read_text())["weight_map"].values()) if index.is_file() else {"model.safetensors"}
+    return sum((path / name).stat().st_size for name in files)
 
 
 def text_windows(ids: list[int], window: int) -> list[list[int]]:

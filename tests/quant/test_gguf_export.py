@@ -62,7 +62,7 @@ def bpe_model_dir(tmp_path):
 
 
 @pytest.mark.parametrize("file_type", ["f16", "q8_0", "q4_0", "q5_1", "q4_k_m", "q6_k"])
-def test_exported_gguf_reads_back_as_the_quantized_weights(tmp_path, bpe_model_dir, file_type):
+def test_exported_gguf_reads_back_as_the_quantized_weights(tmp_path, bpe_model_dir, file_type, scratch_home):
     from lmstack.formats.gguf_file import read_gguf
     from lmstack.hub.load import load_model
 

@@ -59,7 +59,7 @@ def _tensor_bytes(path) -> dict[str, tuple[int, bytes]]:
 
 
 def test_llama_cpp_scores_our_exports_as_we_do_and_its_quantizer_writes_our_bytes(
-        llama_cpp, smollm2, smollm2_exports, tmp_path):
+        llama_cpp, smollm2, smollm2_exports, tmp_path, scratch_home):
     from lmstack.quant import llama_cpp_peer
 
     windows = _windows(smollm2)
