@@ -48,8 +48,9 @@ def calibration_windows(text: str, tokenizer: Tokenizer, *, samples: int, seq_le
         raise LmstackError(f"the calibration text has {len(ids)} tokens; give at least {MIN_CALIBRATION_TOKENS}")
     seq_len = min(seq_len, len(ids))
     starts = range(0, len(ids) - seq_len + 1, seq_len)
-    chosen = [starts[round(i * (len(starts) - 1) / max(samples - 1, 1))] for i in range(min(samples, len(starts)))]
-    return torch.tensor([ids[s : s + seq_len] for s in dict.fromkeys(chosen)])
+    count = min(samples, len(starts))
+    chosen = [starts[round(i * (len(starts) - 1) / max(count - 1, 1))] for i in range(count)]
+    return torch.tensor([ids[s : s + seq_len] for s in chosen])
 
 
 @dataclass

@@ -177,3 +177,16 @@ def test_awq_scales_beat_no_scaling_on_the_layer_output():
 
     assert not torch.allclose(scales, torch.ones(256))
     assert output_error(scales) < output_error(torch.ones(256))
+
+
+def test_calibration_windows_are_distinct_and_spread_over_the_text():
+    from lmstack.quant.calibration import calibration_windows
+    from quant_tiny_models import tiny_tokenizer, word_text
+
+    tokenizer = tiny_tokenizer(128)
+    windows = calibration_windows(word_text(128, 1000, 0), tokenizer, samples=32, seq_len=64)
+    assert windows.shape == (15, 64)  # every whole window of the 1000-token text, none twice
+    assert len({tuple(w) for w in windows.tolist()}) == 15
+    few = calibration_windows(word_text(128, 1000, 0), tokenizer, samples=3, seq_len=64)
+    ids = tokenizer.encode(word_text(128, 1000, 0))
+    assert few[0].tolist() == ids[:64] and few[-1].tolist() == ids[14 * 64 : 15 * 64]
