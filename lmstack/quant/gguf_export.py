@@ -281,9 +281,9 @@ def export_gguf(model: str, out_dir: str | Path, types: list[str], *, method: st
 
 def _engine_settings(method: str, calib: str | None, samples: int, seq_len: int, damp: float,
                      act_order: bool) -> QuantSettings:
-    """The quantization engine's settings for a GGUF method (round to nearest: no search)."""
-    values: dict[str, Any] = {"method": {"rtn": "rtn", "gptq": "gptq", "awq": "awq"}[method], "samples": samples,
-                              "seq_len": seq_len, "damp": damp, "act_order": act_order}
+    """The quantization engine's settings for a GGUF method (`rtn` searches no clipping: llama.cpp's bytes)."""
+    values: dict[str, Any] = {"method": method, "samples": samples, "seq_len": seq_len, "damp": damp,
+                              "act_order": act_order}
     if calib:
         values["calib"] = calib
     return parse_settings(**values)

@@ -234,14 +234,15 @@ class ErrorStats:
     relative: float  # ||W - Ŵ|| / ||W||
     sqnr_db: float  # signal-to-quantization-noise ratio, 10 log10(||W||² / ||W - Ŵ||²)
 
+    @classmethod
+    def from_sums(cls, noise: float, signal: float, max_abs: float, count: int) -> ErrorStats:
+        """From the summed squared error and squared weights over `count` weights."""
+        return cls(mse=noise / max(count, 1), max_abs=max_abs,
+                   relative=math.sqrt(noise / signal) if signal else 0.0,
+                   sqnr_db=10 * math.log10(signal / noise) if noise and signal else math.inf)
+
 
 def error_stats(original: torch.Tensor, dequantized: torch.Tensor) -> ErrorStats:
     diff = (dequantized.float() - original.float()).flatten()
-    signal = original.float().pow(2).sum().item()
-    noise = diff.pow(2).sum().item()
-    return ErrorStats(
-        mse=noise / max(diff.numel(), 1),
-        max_abs=diff.abs().max().item() if diff.numel() else 0.0,
-        relative=math.sqrt(noise / signal) if signal else 0.0,
-        sqnr_db=10 * math.log10(signal / noise) if noise and signal else math.inf,
-    )
+    return ErrorStats.from_sums(noise=diff.pow(2).sum().item(), signal=original.float().pow(2).sum().item(),
+                                max_abs=diff.abs().max().item() if diff.numel() else 0.0, count=diff.numel())

@@ -94,13 +94,8 @@ class ErrorTally:
             self.count[key] = self.count.get(key, 0) + diff.numel()
 
     def stats(self) -> dict[str, ErrorStats]:
-        import math
-
-        return {key: ErrorStats(
-            mse=self.noise[key] / self.count[key], max_abs=self.max_abs[key],
-            relative=math.sqrt(self.noise[key] / self.signal[key]) if self.signal[key] else 0.0,
-            sqnr_db=10 * math.log10(self.signal[key] / self.noise[key]) if self.noise[key] else math.inf,
-        ) for key in self.noise}
+        return {key: ErrorStats.from_sums(self.noise[key], self.signal[key], self.max_abs[key], self.count[key])
+                for key in self.noise}
 
 
 @torch.no_grad()
