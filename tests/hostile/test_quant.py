@@ -8,8 +8,8 @@ import os
 from pathlib import Path
 
 import pytest
+from harness import refused, run, untouched, usage_error
 
-from tests.hostile.conftest import refused, run, untouched, usage_error
 from tests.quant.quant_tiny_models import word_text, write_tiny_dir
 
 
