@@ -21,6 +21,7 @@ from lmstack.interp import cli as interp_cli
 from lmstack.merge import cli as merge_cli
 from lmstack.pretrain.cli import tokenizer_app
 from lmstack.prune import cli as prune_cli
+from lmstack.quant.cli import app as quant_app
 from lmstack.rag.cli import app as rag_app
 from lmstack.registry.cli import app as registry_app
 from lmstack.serve import cli as serve_cli
@@ -44,6 +45,7 @@ app.add_typer(tokenizer_app, name="tokenizer")
 app.add_typer(train_app, name="train")
 app.add_typer(eval_app, name="eval")
 app.add_typer(registry_app, name="registry")
+app.add_typer(quant_app, name="quant")
 app.add_typer(rag_app, name="rag")
 app.add_typer(agent_app, name="agent")
 app.command("leaderboard")(eval_cli.leaderboard)

@@ -201,8 +201,7 @@ class Engine:
                  adapter_loader: AdapterLoader | None = None):
         self.model, self.tokenizer = model, tokenizer
         self.config = config = config or EngineConfig()
-        weight = model.model.embed_tokens.weight  # activations take the embedding's device and dtype
-        self.device, self.dtype = weight.device, weight.dtype
+        self.device, self.dtype = model.device, model.dtype  # the activations' (a quantized model's too)
         block_bytes = KVStore.bytes_per_block(model.config, config.block_size, self.dtype)
         num_blocks = max(int(config.kv_cache_mb * 2**20) // block_bytes, 2) + 1
         self.store = KVStore(model.config, num_blocks, config.block_size, self.device, self.dtype)

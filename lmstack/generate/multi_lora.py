@@ -30,8 +30,7 @@ class MultiLora:
     def __init__(self, model: torch.nn.Module, loader: AdapterLoader, capacity: int):
         self.model, self.loader, self.capacity = model, loader, capacity
         self.modules = dict(model.named_modules())
-        weight = model.model.embed_tokens.weight
-        self.device, self.dtype = weight.device, weight.dtype
+        self.device, self.dtype = model.device, model.dtype
         self.adapters: OrderedDict[str, dict[str, tuple[torch.Tensor, torch.Tensor]]] = OrderedDict()
         self.in_use: Counter[str] = Counter()
         self.hooks: dict[str, torch.utils.hooks.RemovableHandle] = {}

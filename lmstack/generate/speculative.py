@@ -67,8 +67,7 @@ class DraftModel:
     """A small model proposing tokens, with its own paged cache that follows each sequence."""
 
     def __init__(self, model: torch.nn.Module, num_blocks: int, block_size: int):
-        p = model.model.embed_tokens.weight
-        self.store = KVStore(model.config, num_blocks, block_size, p.device, p.dtype)
+        self.store = KVStore(model.config, num_blocks, block_size, model.device, model.dtype)
         self.pool = BlockPool(num_blocks, on_first_use=self.store.zero)
         self.runner = ModelRunner(model, self.store)
         self.block_size = block_size

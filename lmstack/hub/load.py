@@ -46,7 +46,7 @@ class ModelBundle:
 
     @property
     def device(self) -> torch.device:
-        return self.model.lm_head.weight.device
+        return self.model.device
 
     def lineage_id(self) -> str:
         """This model's registry id; a model made outside lmstack is recorded as an import first."""
@@ -128,7 +128,7 @@ def load_directory(
     state = hf_io.read_state_dict(directory)
     if cache_dtype and torch_dtype != torch.float32:
         state = _weights_in(directory, state, torch_dtype)
-    model = build_model(config, state)
+    model = build_model(config, state, hf_io.read_quantization(directory))
     model = model.to(device=target, dtype=torch_dtype).eval()
     return ModelBundle(
         model=model, tokenizer=Tokenizer.from_dir(directory), config=config,

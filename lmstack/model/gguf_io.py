@@ -143,6 +143,31 @@ def hf_name(gguf_name: str, family: str) -> str | None:
     return None if module is None else f"model.layers.{layer}.{module}.{suffix}"
 
 
+def gguf_name(name: str, family: str) -> str:
+    """The GGUF tensor name of a transformers parameter name (the inverse of `hf_name`)."""
+    top = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
+           "lm_head.weight": "output.weight"}
+    if name in top:
+        return top[name]
+    _, _, layer, *module, suffix = name.split(".")  # model.layers.N.<module path>.(weight|bias)
+    module_path = ".".join(module)
+    mlp_norm = "pre_feedforward_layernorm" if family == "gemma3" else "post_attention_layernorm"
+    kind = "ffn_norm" if module_path == mlp_norm else \
+        next(k for k, path in _BLOCK_TENSORS.items() if path == module_path)
+    return f"blk.{layer}.{kind}.{suffix}"
+
+
+def to_gguf_layout(name: str, array: np.ndarray, config: ModelConfig) -> np.ndarray:
+    """A tensor as llama.cpp stores it: Llama q/k rows interleaved for RoPE, Gemma norms as 1 + w."""
+    if config.family == "llama" and name.endswith(("q_proj.weight", "k_proj.weight")):
+        heads = config.num_heads if "q_proj" in name else config.num_kv_heads
+        half = array.shape[0] // heads // 2
+        array = array.reshape(heads, 2, half, *array.shape[1:]).swapaxes(1, 2).reshape(array.shape)
+    if config.norm_offset and name.endswith("norm.weight"):
+        array = array + np.asarray(config.norm_offset, dtype=array.dtype)
+    return array
+
+
 def state_dict_from_gguf(gguf: GGUFFile, config: ModelConfig) -> dict[str, torch.Tensor]:
     """Dequantized fp32 tensors under transformers' names (the config is only read)."""
     state: dict[str, torch.Tensor] = {}

@@ -27,6 +27,14 @@ def read_config(directory: Path) -> ModelConfig:
         raise LmstackError(f"{path} is not a valid model config ({type(error).__name__}: {error}); fix it") from None
 
 
+def read_quantization(directory: Path) -> dict[str, Any] | None:
+    """config.json's `quantization` section (see `lmstack/model/quantized.py`), or None."""
+    section = json.loads((directory / "config.json").read_text()).get("quantization")
+    if section is not None and not isinstance(section, dict):
+        raise LmstackError(f"{directory / 'config.json'}: 'quantization' must be an object; re-save the model")
+    return section
+
+
 def read_generation_config(directory: Path) -> dict[str, Any]:
     path = directory / "generation_config.json"
     return read_json_object(path) if path.is_file() else {}
@@ -75,15 +83,24 @@ def write_model_dir(
     generation_config: dict[str, Any],
     dtype: torch.dtype = torch.float32,
     extra_files: dict[str, str] | None = None,
+    quantization: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a complete HF directory atomically: it appears whole or not at all."""
+    """Write a complete HF directory atomically: it appears whole or not at all.
+
+    Floating-point tensors are stored in `dtype`; a quantized model's integer tensors, and the
+    tensors of the layers its `quantization` section lists, keep their own dtypes.
+    """
     from safetensors.torch import save_file
 
     directory = Path(directory)
-    tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in state_dict.items()}
+    quantized = tuple(f"{name}." for name in (quantization or {}).get("layers", {}))
+    tensors = {k: v.detach().to("cpu", dtype if v.is_floating_point() and not k.startswith(quantized) else None)
+               .contiguous() for k, v in state_dict.items()}
     if config.tie_word_embeddings:
         tensors.pop("lm_head.weight", None)  # shared with the embeddings; safetensors stores it once
     hf_config = config.to_hf() | {"torch_dtype": str(dtype).removeprefix("torch.")}
+    if quantization:
+        hf_config["quantization"] = quantization
     with atomic_path(directory) as tmp:
         tmp.mkdir()
         save_file(tensors, tmp / "model.safetensors", metadata={"format": "pt"})

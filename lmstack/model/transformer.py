@@ -346,9 +346,21 @@ class Transformer(nn.Module):
                     setattr(owner, name, FusedLinear(layers, pack))
 
     def tie_weights(self) -> None:
-        """Share the embedding matrix with the output head (call again after assigning weights)."""
-        if self.config.tie_word_embeddings:
+        """Share the embedding matrix with the output head (call again after assigning weights).
+
+        A quantized head shares its storage the other way: the embedding reads rows from it.
+        """
+        if self.config.tie_word_embeddings and isinstance(self.lm_head, nn.Linear):
             self.lm_head.weight = self.model.embed_tokens.weight
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.norm.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The activations' dtype: the final norm's (a norm is never quantized, an embedding may be)."""
+        return self.model.norm.weight.dtype
 
     def forward(
         self,

@@ -3,6 +3,10 @@
 The check runs before any tensor is assigned, so a `config.json` that disagrees with its weights
 (a wrong `hidden_size`, a head count that does not divide, a missing layer) is reported with the
 config key to fix instead of a size-mismatch traceback from deep inside PyTorch.
+
+A quantized model (config.json's `quantization` section lists its quantized layers, see
+`lmstack/model/quantized.py`) gets those layers built from their stored integers first; a tied
+embedding then reads its rows from the quantized output head.
 """
 
 from __future__ import annotations
@@ -15,7 +19,11 @@ from torch import nn
 
 from lmstack.errors import LmstackError
 from lmstack.model.config import HF_NAMES, ModelConfig
+from lmstack.model.nf4 import NF4Linear
+from lmstack.model.quantized import Int4Linear, Int8Linear, QuantizedEmbedding, QuantizedLinear
 from lmstack.model.transformer import Transformer
+
+QUANTIZED_KINDS: dict[str, type[QuantizedLinear]] = {cls.kind: cls for cls in (Int8Linear, Int4Linear, NF4Linear)}
 
 # For each weight (by the end of its name), the config.json keys that set each of its dimensions.
 _DIMENSION_KEYS: dict[str, tuple[str, ...]] = {
@@ -39,14 +47,20 @@ _DIMENSION_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
-def build_model(config: ModelConfig, state_dict: dict[str, torch.Tensor]) -> Transformer:
-    """A Transformer holding exactly these tensors (no random init, no copies)."""
+def build_model(config: ModelConfig, state_dict: dict[str, torch.Tensor],
+                quantization: dict | None = None) -> Transformer:
+    """A Transformer holding exactly these tensors (no random init, no copies).
+
+    `quantization` is config.json's section of that name, for a quantized model.
+    """
     try:
         with torch.device("meta"), _without_random_init():
             model = Transformer(config)
     except RuntimeError as error:  # sizes whose product overflows: a damaged file, not a model
         raise LmstackError(f"the model config asks for tensors too large to exist ({error}); "
                            "the file is damaged or not a model") from None
+    if quantization:
+        state_dict = install_quantized_layers(model, state_dict, quantization)
     check_weights(config, model, state_dict)
     model.load_state_dict(state_dict, strict=False, assign=True)
     model.tie_weights()
@@ -68,9 +82,42 @@ def _without_random_init() -> Iterator[None]:
         nn.Linear.reset_parameters, nn.Embedding.reset_parameters = saved
 
 
+def install_quantized_layers(model: Transformer, state_dict: dict[str, torch.Tensor],
+                             quantization: dict) -> dict[str, torch.Tensor]:
+    """Put the quantized layers config.json lists in place; the state dict left for the rest."""
+    layers = quantization.get("layers")
+    if not isinstance(layers, dict) or not layers:
+        raise LmstackError("config.json's quantization section lists no layers; re-save the quantized model")
+    rest = dict(state_dict)
+    for name, spec in layers.items():
+        kind = spec.get("kind") if isinstance(spec, dict) else None
+        if kind not in QUANTIZED_KINDS:
+            raise LmstackError(f"config.json: quantized layer {name} has unknown kind {kind!r}; "
+                               f"supported: {', '.join(QUANTIZED_KINDS)}")
+        try:
+            dense = model.get_submodule(name)
+        except AttributeError:
+            raise LmstackError(f"config.json: quantized layer {name} is not a layer of this model") from None
+        prefix = f"{name}."
+        tensors = {key[len(prefix):]: rest.pop(key) for key in list(rest) if key.startswith(prefix)}
+        try:
+            layer = QUANTIZED_KINDS[kind].from_state(spec, tensors)
+        except KeyError as missing:
+            raise LmstackError(f"the weights lack {prefix}{missing.args[0]} of quantized layer {name}; "
+                               "the model files are incomplete, re-save the model") from None
+        if (layer.out_features, layer.in_features) != (dense.out_features, dense.in_features):
+            raise LmstackError(_shape_message(f"{name}.weight", (dense.out_features, dense.in_features),
+                                              (layer.out_features, layer.in_features)))
+        model.set_submodule(name, layer)
+    if model.config.tie_word_embeddings and isinstance(model.lm_head, (Int8Linear, Int4Linear)):
+        model.model.embed_tokens = QuantizedEmbedding(model.lm_head, torch.float32)
+    return rest
+
+
 def check_weights(config: ModelConfig, model: Transformer, state_dict: dict[str, torch.Tensor]) -> None:
     """Raise LmstackError naming the config key when the weights do not fit the config."""
-    expected = {name: tuple(p.shape) for name, p in model.state_dict().items()}
+    # Layers already built (quantized ones) hold real tensors; the rest wait on the meta device.
+    expected = {name: tuple(p.shape) for name, p in model.state_dict().items() if p.is_meta}
     for name, tensor in state_dict.items():
         if name in expected and tuple(tensor.shape) != expected[name]:
             raise LmstackError(_shape_message(name, expected[name], tuple(tensor.shape)))

@@ -9,9 +9,10 @@ from lmstack.peft.lora import (
     count_parameters,
     lora_layers,
     merge_lora,
+    merged_model,
     merged_state_dict,
 )
-from lmstack.peft.nf4 import NF4Linear, NF4Report, nf4_code_values, quantize_linear_nf4, quantize_model_nf4
+from lmstack.model.nf4 import NF4Linear, NF4Report, nf4_code_values, quantize_linear_nf4, quantize_model_nf4
 from lmstack.peft.qlora import prepare_qlora
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "load_adapter",
     "lora_layers",
     "merge_lora",
+    "merged_model",
     "merged_state_dict",
     "nf4_code_values",
     "prepare_qlora",

@@ -24,11 +24,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from lmstack.errors import LmstackError
-from lmstack.peft.nf4 import NF4Linear
+from lmstack.model.quantized import QuantizedLinear
 
 ALL_LINEAR = "all-linear"
-# Layer types LoRA can wrap: plain linear layers and, for QLoRA, their NF4-quantized form.
-LINEAR_TYPES = (nn.Linear, NF4Linear)
+# Layer types LoRA can wrap: plain linear layers and quantized ones (NF4 for QLoRA, int8, int4).
+LINEAR_TYPES = (nn.Linear, QuantizedLinear)
 
 
 @dataclass
@@ -69,8 +69,8 @@ class LoraConfig:
 
 
 def _dense_weight(layer: nn.Module) -> torch.Tensor:
-    """The [out, in] weight of a linear or NF4 layer, dequantized when needed."""
-    return layer.dequantized_weight() if isinstance(layer, NF4Linear) else layer.weight
+    """The [out, in] weight of a linear or quantized layer, dequantized when needed."""
+    return layer.dequantized_weight() if isinstance(layer, QuantizedLinear) else layer.weight
 
 
 class LoraLinear(nn.Module):
@@ -189,7 +189,7 @@ def apply_lora(model: nn.Module, config: LoraConfig) -> nn.Module:
 def merge_lora(model: nn.Module) -> nn.Module:
     """Fold every adapter into its base weight (exactly, DoRA included), leaving plain nn.Linear layers.
 
-    An NF4 base is dequantized first, so the merged layer is full precision in its compute dtype.
+    A quantized (e.g. NF4) base is dequantized first, so the merged layer is full precision in its compute dtype.
     """
     layers = list(lora_layers(model))
     if not layers:
@@ -199,11 +199,16 @@ def merge_lora(model: nn.Module) -> nn.Module:
     return model
 
 
+def merged_model(model: nn.Module) -> nn.Module:
+    """The model with any adapters folded in, on a copy (the model keeps them); itself if it has none."""
+    if next(lora_layers(model), None) is None:
+        return model
+    return merge_lora(copy.deepcopy(model))
+
+
 def merged_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """The weights under transformers' names, with any adapters folded in on a copy (the model keeps them)."""
-    if next(lora_layers(model), None) is None:
-        return model.state_dict()
-    return merge_lora(copy.deepcopy(model)).state_dict()
+    return merged_model(model).state_dict()
 
 
 @dataclass
@@ -217,8 +222,8 @@ class ParamCount:
 
 
 def count_parameters(model: nn.Module) -> ParamCount:
-    """Trainable and total parameters; an NF4 weight counts as its out×in (frozen) parameters."""
+    """Trainable and total parameters; a quantized weight counts as its out×in (frozen) parameters."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    quantized = sum(m.in_features * m.out_features for m in model.modules() if isinstance(m, NF4Linear))
+    quantized = sum(m.in_features * m.out_features for m in model.modules() if isinstance(m, QuantizedLinear))
     total = sum(p.numel() for p in model.parameters()) + quantized
     return ParamCount(trainable, total)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from lmstack.peft.lora import LoraConfig, apply_lora
-from lmstack.peft.nf4 import NF4Report, quantize_model_nf4
+from lmstack.model.nf4 import NF4Report, quantize_model_nf4
 
 
 def prepare_qlora(model: nn.Module, config: LoraConfig, *, compute_dtype: torch.dtype | None = None) -> NF4Report:

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from lmstack.peft import nf4_code_values, quantize_linear_nf4, quantize_model_nf4
-from lmstack.peft.nf4 import (
+from lmstack.model.nf4 import (
     dequantize_absmax,
     dequantize_blocks,
     pack_4bit,

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lmstack.errors import LmstackError
+from lmstack.model.quantized import QuantizedLinear
 
 NF4_BLOCK_SIZE = 64
 ABSMAX_BLOCK_SIZE = 256
@@ -120,11 +121,13 @@ class _NF4MatMul(torch.autograd.Function):
         return grad_output @ ctx.layer.dequantized_weight(), None
 
 
-class NF4Linear(nn.Module):
+class NF4Linear(QuantizedLinear):
     """A frozen linear layer whose weight is stored in NF4 and dequantized on the fly in forward.
 
     Computation happens in `compute_dtype` (float32 or bfloat16); the output has the input's dtype.
     """
+
+    kind = "nf4"
 
     def __init__(
         self,
@@ -136,9 +139,7 @@ class NF4Linear(nn.Module):
         in_features: int,
         compute_dtype: torch.dtype,
     ) -> None:
-        super().__init__()
-        self.out_features = out_features
-        self.in_features = in_features
+        super().__init__(in_features, out_features, None)
         self.compute_dtype = compute_dtype
         self.register_buffer("packed_weight", packed)
         self.register_buffer("absmax_values", absmax.values)
@@ -159,9 +160,15 @@ class NF4Linear(nn.Module):
         numel = self.out_features * self.in_features
         return flat[:numel].view(self.out_features, self.in_features).to(self.compute_dtype)
 
-    def storage_bytes(self) -> int:
-        """Bytes held for the weight: packed codes plus the double-quantized constants."""
-        return sum(t.numel() * t.element_size() for t in self.buffers())
+    def spec(self) -> dict:
+        return {"kind": self.kind, "in_features": self.in_features, "out_features": self.out_features}
+
+    @classmethod
+    def from_state(cls, spec: dict, tensors: dict[str, torch.Tensor]) -> NF4Linear:
+        absmax = QuantizedAbsmax(tensors["absmax_values"], tensors["absmax_scales"], tensors["absmax_mean"])
+        bias = tensors.get("bias")
+        return cls(tensors["packed_weight"], absmax, bias, out_features=spec["out_features"],
+                   in_features=spec["in_features"], compute_dtype=torch.float32 if bias is None else bias.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = _NF4MatMul.apply(x.to(self.compute_dtype), self)
