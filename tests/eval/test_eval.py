@@ -48,7 +48,7 @@ def test_answer_match_rate_checks_expected_text(smollm2):
     report = answer_match_rate(smollm2, records, max_new_tokens=12)
     assert [row["matched"] for row in report.rows] == [True, False]
     assert report.rate == 0.5
-    with pytest.raises(LmstackError, match="record 1 needs 'messages' and 'expected'"):
+    with pytest.raises(LmstackError, match="record 1 needs a 'messages' list and an 'expected' string"):
         answer_match_rate(smollm2, [{"prompt": "hi"}])
 
 
