@@ -193,7 +193,9 @@ def rolling_windows(ids: Sequence[int], *, window: int, stride: int) -> list[Req
     windows, scored_until = [], 1
     for start in range(0, len(ids) - 1, stride):
         end = min(start + window, len(ids))
-        windows.append((list(ids[start:scored_until]), list(ids[scored_until:end])))
+        # At least one token of context: with stride == window a window would otherwise start
+        # at its first scored token, which nothing before it predicts.
+        windows.append((list(ids[min(start, scored_until - 1):scored_until]), list(ids[scored_until:end])))
         scored_until = end
         if end == len(ids):
             break
