@@ -281,3 +281,31 @@ def test_a_request_whose_grammar_fails_ends_alone(ours, sixteen):
     engine.run()
     assert stuck.finish_reason == "error" and "nothing fits" in stuck.error and stuck.token_ids == []
     assert fine.token_ids == expected[0]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_weights_agree_and_follow_weight_changes(ours, sixteen, dtype):
+    """Fused q/k/v and gate/up (the GPU's default; oneDNN-packed on a CPU in bf16) give the
+    unfused model's outputs, and a weight changed in place (a training step) is seen at once."""
+    from lmstack.model.transformer import FusedLinear
+
+    def scores(model, fuse):
+        seen: list[list[torch.Tensor]] = [[] for _ in range(4)]
+        engine = Engine(model, config=EngineConfig(kv_cache_mb=4, fuse_weights=fuse))
+        handles = engine.generate([Request(p, max_new_tokens=12, observer=lambda s, c, i=i: seen[i].append(s))
+                                   for i, p in enumerate(sixteen[:4])])
+        return [h.token_ids for h in handles], torch.stack([torch.stack(s) for s in seen])
+
+    model = copy.deepcopy(ours).to(dtype)
+    tolerance = 1e-4 if dtype == torch.float32 else 0.1
+    plain_tokens, plain = scores(model, False)
+    fused_tokens, fused = scores(model, True)
+    assert isinstance(model.model.layers[0].self_attn.qkv, FusedLinear)
+    assert isinstance(model.model.layers[1].mlp.gate_up, FusedLinear)
+    assert fused_tokens == plain_tokens and (fused - plain).abs().max() < tolerance
+    with torch.no_grad():
+        model.model.layers[1].mlp.up_proj.weight.mul_(3.0)
+    changed_tokens, changed = scores(model, True)
+    reference_tokens, reference = scores(copy.deepcopy(model), False)  # a copy drops the fused weights
+    assert (changed - plain).abs().max() > 1.0  # the change matters...
+    assert changed_tokens == reference_tokens and (changed - reference).abs().max() < tolerance  # ...and is used
