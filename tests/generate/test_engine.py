@@ -309,3 +309,29 @@ def test_fused_weights_agree_and_follow_weight_changes(ours, sixteen, dtype):
     reference_tokens, reference = scores(copy.deepcopy(model), False)  # a copy drops the fused weights
     assert (changed - plain).abs().max() > 1.0  # the change matters...
     assert changed_tokens == reference_tokens and (changed - reference).abs().max() < tolerance  # ...and is used
+
+
+@pytest.mark.parametrize("method", ["int8", "int4", "nf4"])
+def test_quantized_weights_run_on_the_engine(ours, sixteen, method, monkeypatch):
+    """A model quantized by the quant stage decodes on the paged cache exactly as full forward passes
+    of the same quantized model, without any cache, pick their greedy tokens.
+
+    The CPU's int8/int4 kernels (bf16 activations) serve only matmuls of at most KERNEL_MAX_ROWS
+    rows, so a decode step and a full forward would round differently: they are off here, and
+    both sides compute through the dequantized weights."""
+    from lmstack.model import quantized
+    from lmstack.model.quantized import quantized_layers
+    from lmstack.quant.methods import quantize_model
+    from lmstack.quant.settings import QuantSettings
+
+    monkeypatch.setattr(quantized, "KERNEL_MAX_ROWS", 0)
+    model = copy.deepcopy(ours)
+    quantize_model(model, QuantSettings(method=method, search=0))
+    assert len(quantized_layers(model)) >= 14  # every linear layer of both blocks
+    got, _ = run(model, sixteen[:4], max_new_tokens=12)
+    for prompt, tokens in zip(sixteen[:4], got):
+        ids = torch.tensor([prompt])
+        with torch.inference_mode():
+            for _ in range(12):
+                ids = torch.cat([ids, model(ids)[:, -1].argmax(-1, keepdim=True)], dim=1)
+        assert tokens == ids[0, len(prompt):].tolist()
