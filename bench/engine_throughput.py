@@ -21,9 +21,9 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from importlib import metadata
 
 import torch
+from generation import version  # bench/ is on the path of a script run from it
 
 PASSAGE = ("The river rises in the hills above the old mill town, runs past the stone bridge where the market is "
            "held every Saturday, and reaches the sea at a small harbour full of fishing boats.")
@@ -86,13 +86,6 @@ def random_adapters(loaded, count: int, directory: str) -> list[str]:
         paths.append(str(save_adapter(model, f"{directory}/adapter{i}", base_model=str(loaded.path),
                                       config=LoraConfig(r=16, alpha=16))))
     return paths
-
-
-def version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "not installed"
 
 
 def main() -> None:
