@@ -64,9 +64,10 @@ class EngineConfig:
     prefix_caching: bool = True  # reuse the KV blocks of earlier prompts (off: benchmarks of prefill)
     max_adapters: int = 8  # LoRA adapters held in memory (least recently used ones are dropped)
     speculative: SpeculativeConfig | None = None
-    # A sequence gets bit-identical numbers alone and in any batch (a lone token runs with a
-    # twin, see runner.py); off by default: it slows batch-1 decoding.
-    batch_invariant: bool = False
+    # A sequence gets bit-identical numbers alone and in any batch: a lone token runs with a
+    # twin (see runner.py), which slows batch-1 decoding. None: in bf16/fp16, where a lone row
+    # measurably changes greedy tokens of SmolLM2 (not seen in fp32, where the twin costs most).
+    batch_invariant: bool | None = None
     # Fused q/k/v and gate/up copies of the weights (oneDNN-packed on a CPU in bf16): faster
     # decoding for more memory (about one more copy of the layers' weights). None: where it
     # pays, i.e. bf16 on a CPU with native bf16, and CUDA.
@@ -211,7 +212,8 @@ class Engine:
         self.pool = BlockPool(num_blocks, on_first_use=self.store.zero)
         self.scheduler = Scheduler(self.pool, config.block_size, config.max_batch_tokens, config.max_running,
                                    prefix_caching=config.prefix_caching)
-        self.runner = ModelRunner(model, self.store, config.batch_invariant)
+        invariant = config.batch_invariant
+        self.runner = ModelRunner(model, self.store, self.dtype != torch.float32 if invariant is None else invariant)
         self._fuse(config.fuse_weights)
         self.lora = MultiLora(model, adapter_loader, config.max_adapters) if adapter_loader else None
         spec = config.speculative
