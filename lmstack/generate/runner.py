@@ -49,7 +49,7 @@ class ModelRunner:
         # in a batch (bf16 at SmolLM2's widths: a flipped last bit every few steps). When asked,
         # a lone token runs with a twin that writes the same keys and values: bit-identical
         # results, for ~10% more time in a CPU's bf16 matmuls and, in a microbenchmark, 3x in
-        # fp32 ones (MKL's two-row path). The engine asks in bf16 and fp16 (EngineConfig).
+        # fp32 ones (MKL's two-row path); see EngineConfig.batch_invariant.
         self.batch_invariant = batch_invariant
         self.block_size = store.block_size
         self.device = store.data.device

@@ -63,8 +63,8 @@ def test_a_prompt_alone_and_in_a_batch_of_16_gives_the_same_tokens(ours, sixteen
 
 def test_a_lone_sequence_rounds_as_in_a_batch_at_smollm2_width():
     """At SmolLM2's widths (576, 1536) a bf16 matmul of one row takes another kernel than of
-    several, which flips a last bit every few steps: in bf16 the engine runs a sequence decoding
-    alone as two rows (EngineConfig.batch_invariant), and it gets the numbers it gets in a batch."""
+    several, which flips a last bit every few steps: with EngineConfig.batch_invariant a sequence
+    decoding alone runs as two rows, and gets the numbers it gets in a batch."""
     from lmstack.model.config import ModelConfig
     from lmstack.model.transformer import Transformer
 
@@ -81,7 +81,7 @@ def test_a_lone_sequence_rounds_as_in_a_batch_at_smollm2_width():
 
     def scores(chosen):
         seen: list[list[torch.Tensor]] = [[] for _ in chosen]
-        engine = Engine(model, config=EngineConfig(kv_cache_mb=16))
+        engine = Engine(model, config=EngineConfig(kv_cache_mb=16, batch_invariant=True))
         engine.generate([Request(p, max_new_tokens=30, observer=lambda s, c, i=i: seen[i].append(s))
                          for i, p in enumerate(chosen)])
         return [torch.stack(s) for s in seen]
