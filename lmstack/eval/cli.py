@@ -65,7 +65,8 @@ def answers(
 def run(
     model: str = MODEL,
     tasks: str = typer.Option(..., "--tasks", "-t", help="Comma-separated task names (shipped: lmstack_mc, "
-                              "lmstack_arith, lmstack_rewrite, lmstack_prose), lm-eval YAML files or folders of them."),
+                              "lmstack_complete, lmstack_arith, lmstack_rewrite, lmstack_prose), lm-eval YAML files "
+                              "or folders of them."),
     num_fewshot: Optional[int] = typer.Option(None, "--num-fewshot", min=0, max=64,
                                               help="Few-shot examples per prompt (default: each task's own)."),
     limit: Optional[float] = typer.Option(None, "--limit", min=0.0001, max=1e9,

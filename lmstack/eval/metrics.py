@@ -4,12 +4,13 @@
   same after dividing each log-likelihood by the choice's length in characters), `acc_bytes`
   (by UTF-8 bytes);
 - generation: `exact_match` (with ignore_case / ignore_punctuation / regexes_to_ignore), BLEU,
-  chrF and TER through sacrebleu, ROUGE-1/2/L F1 through rouge-score;
+  chrF and TER through sacrebleu, ROUGE-1/2/L F1 through rouge-score, MAUVE through mauve-text
+  (the generations against the references as two distributions of sentence features);
 - likelihood: `perplexity` and `acc` (greedy) for single continuations; `word_perplexity`,
   `byte_perplexity` and `bits_per_byte` for whole documents.
 
 Means get the standard error of the mean; corpus-level scores (BLEU, chrF, TER, perplexities) a
-bootstrap standard error over documents with a fixed seed.
+bootstrap standard error over documents with a fixed seed; MAUVE, a clustering per estimate, none.
 """
 
 from __future__ import annotations
@@ -27,12 +28,12 @@ if TYPE_CHECKING:
 
 METRICS_BY_TYPE = {
     "multiple_choice": ("acc", "acc_norm", "acc_bytes"),
-    "generate_until": ("exact_match", "bleu", "chrf", "ter", "rouge1", "rouge2", "rougeL"),
+    "generate_until": ("exact_match", "bleu", "chrf", "ter", "rouge1", "rouge2", "rougeL", "mauve"),
     "loglikelihood": ("perplexity", "acc"),
     "loglikelihood_rolling": ("word_perplexity", "byte_perplexity", "bits_per_byte"),
 }
 HIGHER_IS_BETTER = {"acc": True, "acc_norm": True, "acc_bytes": True, "exact_match": True, "bleu": True,
-                    "chrf": True, "ter": False, "rouge1": True, "rouge2": True, "rougeL": True, "perplexity": False,
+                    "chrf": True, "ter": False, "mauve": True, "rouge1": True, "rouge2": True, "rougeL": True, "perplexity": False,
                     "word_perplexity": False, "byte_perplexity": False, "bits_per_byte": False}
 
 
@@ -133,6 +134,33 @@ def _rouge_scorer(metrics: tuple[str, ...]):
     return _ROUGE_SCORERS[metrics]
 
 
+MAUVE_OPTIONS = {"features": "all-minilm-l6-v2", "num_buckets": "auto", "scaling_factor": 5.0}
+_EMBEDDERS: dict[str, Any] = {}
+
+
+def mauve_score(predictions: Sequence[str], references: Sequence[str], *, features: str = "all-minilm-l6-v2",
+                num_buckets: int | str = "auto", scaling_factor: float = 5.0, seed: int = 1234) -> float:
+    """MAUVE (mauve-text, 0-1) between the generations and the references: both embedded by
+    `features` (the MiniLM sentence embedder, or `model:REF` for any lmstack model's mean-pooled
+    last hidden states), quantised by k-means into `num_buckets` clusters (auto: n / 10), and the
+    area under the divergence frontier of the two histograms."""
+    try:
+        import mauve
+    except ImportError:
+        raise LmstackError("MAUVE needs the mauve-text package: pip install mauve-text") from None
+    from lmstack.rag.embeddings import embed, load_embedder  # the one MiniLM / lmstack-model embedder
+
+    if features not in _EMBEDDERS:
+        _EMBEDDERS[features] = load_embedder(features)
+
+    def featurise(texts: Sequence[str]):  # an empty generation becomes one space: an embedder needs a token
+        return embed(_EMBEDDERS[features], [t if t.strip() else " " for t in texts])
+
+    result = mauve.compute_mauve(p_features=featurise(references), q_features=featurise(predictions),
+                                 num_buckets=num_buckets, mauve_scaling_factor=scaling_factor, seed=seed)
+    return float(result.mauve)
+
+
 # --- likelihood of whole documents -------------------------------------------------------------
 
 
@@ -203,6 +231,10 @@ def generation_scores(task: Task, prompts: Sequence[Prompt], responses: Sequence
         elif metric.name in ("bleu", "chrf", "ter"):
             pairs = [(r, refs[0]) for r, refs in zip(responses, references)]
             results |= _corpus(metric.name, lambda xs, m=metric.name: corpus_score(m, xs), pairs, bootstrap_iters, seed)
+        elif metric.name == "mauve":
+            options = {**MAUVE_OPTIONS, **metric.options}
+            score = mauve_score(responses, [refs[0] for refs in references], seed=seed, **options)
+            results |= {"mauve": score, "mauve_stderr": None}
     return results
 
 

@@ -468,6 +468,28 @@ def _check_metrics(name: str, config: dict[str, Any], output_type: str) -> None:
         if entry["metric"] not in METRICS_BY_TYPE[output_type]:
             raise LmstackError(f"task {name}: metric {entry['metric']!r} is not available for {output_type}; "
                                f"use {', '.join(METRICS_BY_TYPE[output_type])}")
+        if entry["metric"] == "mauve":
+            _check_mauve_options(name, {k: v for k, v in entry.items()
+                                        if k not in ("metric", "aggregation", "higher_is_better")})
+
+
+def _check_mauve_options(name: str, options: dict[str, Any]) -> None:
+    from lmstack.eval.metrics import MAUVE_OPTIONS
+
+    unknown = sorted(set(options) - set(MAUVE_OPTIONS))
+    if unknown:
+        raise LmstackError(f"task {name}: mauve has no option {', '.join(unknown)}; use {', '.join(MAUVE_OPTIONS)}")
+    features = options.get("features", MAUVE_OPTIONS["features"])
+    if not (features == MAUVE_OPTIONS["features"] or isinstance(features, str)
+            and re.fullmatch(r"model:.+|openai:[^#]+#.+", features)):
+        raise LmstackError(f"task {name}: mauve features must be {MAUVE_OPTIONS['features']}, model:REF or "
+                           f"openai:URL#MODEL, got {features!r}")
+    buckets = options.get("num_buckets", "auto")
+    if buckets != "auto" and not (isinstance(buckets, int) and not isinstance(buckets, bool) and 2 <= buckets <= 10_000):
+        raise LmstackError(f"task {name}: mauve num_buckets must be auto or an integer in 2..10000, got {buckets!r}")
+    scaling = options.get("scaling_factor", 5.0)
+    if not (isinstance(scaling, (int, float)) and not isinstance(scaling, bool) and 0 < scaling <= 1000):
+        raise LmstackError(f"task {name}: mauve scaling_factor must be a number in (0, 1000], got {scaling!r}")
 
 
 def _check_filters(name: str, filters: Any) -> None:

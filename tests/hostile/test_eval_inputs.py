@@ -52,6 +52,8 @@ def run_task(task_file: Path, home: Path, *extra: str):
     (lambda t: t + "num_fewshot: -2\n", "num_fewshot must be an integer >= 0"),
     (lambda t: t + "metric_list: [{metric: bleu}]\n", "metric 'bleu' is not available for multiple_choice"),
     (lambda t: t + "fewshot_config: {sampler: balanced}\n", "fewshot_config.sampler must be one of"),
+    (lambda t: t.replace("multiple_choice", "generate_until") + "metric_list: [{metric: mauve, num_buckets: 0}]\n",
+     "mauve num_buckets must be auto or an integer in 2..10000, got 0"),
     (lambda t: "task: [a, b]\n", "needs `task: NAME`"),
     (lambda t: "- just\n- a list\n", "must be a YAML mapping"),
     (lambda t: t + "  broken: [\n", "is not valid YAML"),
