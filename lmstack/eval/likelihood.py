@@ -144,7 +144,7 @@ class SharedContextAttention:
 
 def _score_rows(model: torch.nn.Module, items: list[tuple[list[int], list[list[int]]]]) -> list[tuple[float, bool]]:
     """(log-prob, greedy) of every continuation of a few contexts, in one forward pass."""
-    device = model.lm_head.weight.device
+    device = model.device
     width = max(_row_length(context, continuations) for context, continuations in items)
     ids = torch.zeros(len(items), width, dtype=torch.long)
     parts = torch.full((len(items), width), -1, dtype=torch.long)
@@ -192,12 +192,11 @@ def rolling_windows(ids: Sequence[int], *, window: int, stride: int) -> list[Req
     if window < 2:
         raise LmstackError(f"a rolling window needs at least 2 tokens, got {window}")
     step = min(stride, window - 1)  # every window after the first keeps at least one token of context
-    windows, scored_until = [], 1
+    windows, start, scored_until = [], 0, 1
     while scored_until < len(ids):
-        end = min(scored_until + step if windows else window, len(ids))
-        begin = max(0, end - window)
-        windows.append((list(ids[begin:scored_until]), list(ids[scored_until:end])))
-        scored_until = end
+        end = min(start + window, len(ids))
+        windows.append((list(ids[start:scored_until]), list(ids[scored_until:end])))
+        start, scored_until = start + step, end
     return windows
 
 

@@ -31,7 +31,7 @@ def layer_activations(model: Transformer, prompts: list[list[int]], *, site: str
     layers = model.model.layers
     modules = [layer if site == "residual" else layer.feed_forward for layer in layers]
     rows: list[list[torch.Tensor]] = [[] for _ in layers]
-    device = model.lm_head.weight.device
+    device = model.device
     for start in range(0, len(prompts), batch_size):
         batch = prompts[start:start + batch_size]
         longest = max(len(p) for p in batch)

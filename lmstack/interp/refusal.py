@@ -128,7 +128,7 @@ def refusal_rate(bundle: ModelBundle, prompts: list[list[int]], *, max_new_token
 def next_token_log_probs(model: Transformer, prompts: list[list[int]]) -> torch.Tensor:
     """[prompts, vocab] log-probabilities of the token after each prompt (right-padded batch)."""
     longest = max(len(p) for p in prompts)
-    device = model.lm_head.weight.device
+    device = model.device
     ids = torch.tensor([p + [0] * (longest - len(p)) for p in prompts], device=device)
     mask = torch.tensor([[1] * len(p) + [0] * (longest - len(p)) for p in prompts], device=device)
     last = torch.zeros_like(mask, dtype=torch.bool)
