@@ -46,7 +46,7 @@ def list_command(
 
 @app.command("tree")
 def tree_command(
-    artifact_id: str = typer.Argument(..., metavar="ID", help="An artifact id, e.g. m-3f9a1c2b."),
+    reference: str = typer.Argument(..., metavar="ID", help="An artifact id (e.g. m-3f9a1c2b) or its path."),
     png: Optional[Path] = typer.Option(None, "--png", help="Also draw the tree into this PNG file."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing PNG file."),
 ) -> None:
@@ -56,9 +56,11 @@ def tree_command(
     from lmstack.home import check_output
     from lmstack.registry.tree import family, render_png, render_text
 
+    from lmstack.registry import lookup
+
     if png is not None:
         check_output(png, overwrite=overwrite, directory=False)
-    tree = family(artifact_id)
+    tree = family(lookup(reference).id)
     Console().print(render_text(tree))
     if png is not None:
         typer.echo(f"drawn in {render_png(tree, png)}")
@@ -66,13 +68,14 @@ def tree_command(
 
 @app.command("show")
 def show_command(
-    artifact_id: str = typer.Argument(..., metavar="ID", help="An artifact id, e.g. m-3f9a1c2b."),
+    reference: str = typer.Argument(..., metavar="ID", help="An artifact id (e.g. m-3f9a1c2b) or its path."),
     json_output: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
     """Show one artifact: where it is, how it was made, its parents, children and scores."""
     from lmstack import registry
 
-    artifact = registry.get(artifact_id)
+    artifact = registry.lookup(reference)
+    artifact_id = artifact.id
     ancestors = registry.lineage(artifact_id)
     made_from_it = registry.children(artifact_id)
     measured = registry.scores(artifact_id)

@@ -274,6 +274,19 @@ def get(artifact_id: str) -> Artifact:
     return found[0]
 
 
+def lookup(reference: str) -> Artifact:
+    """The artifact with this id, or else the latest one recorded at this path."""
+    with _connect() as connection:
+        found = _artifacts(connection, "WHERE id = ?", (reference,))
+    if found:
+        return found[0]
+    at_path = find_by_path(reference) if reference.strip() else None
+    if at_path is None:
+        raise LmstackError(f"no artifact {reference!r} in the registry (by id or by path); "
+                           "see `lmstack registry list` for the ids and paths")
+    return at_path
+
+
 def find_by_path(path: str | Path) -> Artifact | None:
     """The most recent artifact recorded at `path`, or None."""
     absolute = str(Path(path).expanduser().resolve())

@@ -29,6 +29,10 @@ def family(tmp_path: Path) -> dict[str, str]:
     return {"base": base, "data": data, "sft": sft}
 
 
+def family_path(artifact_id: str) -> Path:
+    return registry.get(artifact_id).path
+
+
 def _run(*args: str):
     return CliRunner().invoke(app, list(args), env={"COLUMNS": "250"})
 
@@ -55,6 +59,8 @@ def test_show_json(family):
     assert [a["id"] for a in shown["lineage"]] == [family["base"], family["data"]]
     measured = [(s["metric"], s["value"], s["dataset"]) for s in shown["scores"]]
     assert measured == [("accuracy", 0.75, "arc-easy")]
+    by_path = json.loads(_run("show", str(family_path(family["base"])), "--json").stdout)
+    assert by_path["id"] == family["base"]
     base = json.loads(_run("show", family["base"], "--json").stdout)
     assert [a["id"] for a in base["children"]] == [family["sft"]]
 
