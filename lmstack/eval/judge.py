@@ -25,6 +25,7 @@ from lmstack.data import content_hash, dataset_reference, read_records
 from lmstack.errors import LmstackError
 from lmstack.eval.scores import record_score
 from lmstack.home import atomic_write_text, check_output
+from lmstack.hub.llm import EndpointLLM, LocalLLM
 from lmstack.hub.load import ModelBundle, load_model
 
 SINGLE_SYSTEM = (
@@ -83,29 +84,15 @@ def read_questions(path: str) -> list[Question]:
 
 def local_judge(bundle: ModelBundle, max_new_tokens: int = 256) -> Judge:
     """A model lmstack loads, judging greedily through its chat template."""
-    from lmstack.generate.text import chat_text
-
-    return lambda messages: chat_text(bundle, messages, max_new_tokens=max_new_tokens, temperature=0.0).text
+    judge = LocalLLM(bundle.name, bundle=bundle)
+    return lambda messages: judge.chat(messages, max_new_tokens=max_new_tokens)
 
 
 def endpoint_judge(url: str, model: str, *, key_env: str = "OPENAI_API_KEY", max_tokens: int = 512,
                    timeout: float = 120.0) -> Judge:
     """An OpenAI-compatible chat-completions endpoint (temperature 0)."""
-    try:
-        from openai import OpenAI, OpenAIError
-    except ImportError:
-        raise LmstackError("judging through an endpoint needs the openai package: pip install openai") from None
-    client = OpenAI(base_url=url, api_key=os.environ.get(key_env) or "none", timeout=timeout, max_retries=1)
-
-    def ask(messages: list[dict[str, str]]) -> str:
-        try:
-            reply = client.chat.completions.create(model=model, messages=messages, temperature=0.0,
-                                                   max_tokens=max_tokens)
-        except OpenAIError as error:
-            raise LmstackError(f"the judge endpoint {url} failed: {' '.join(str(error).split())[:200]}") from None
-        return reply.choices[0].message.content or ""
-
-    return ask
+    judge = EndpointLLM(url, model, api_key=os.environ.get(key_env), timeout=timeout)
+    return lambda messages: judge.chat(messages, max_new_tokens=max_tokens)
 
 
 # --- prompts and parsing ---------------------------------------------------------------------------
