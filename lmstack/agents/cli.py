@@ -35,7 +35,7 @@ def run(
     from lmstack.agents.react import run_agent
     from lmstack.agents.tools import make_tools
     from lmstack.inputs import check_text
-    from lmstack.rag.llm import load_llm
+    from lmstack.hub.llm import load_llm
 
     check_text(task, "task")
     names = [name.strip() for item in tools for name in item.split(",") if name.strip()]
@@ -72,7 +72,7 @@ def sql(
 ) -> None:
     """Text-to-SQL: the model writes a SELECT from the schema; it runs on a read-only connection."""
     from lmstack.agents.sql import format_rows, open_read_only, run_query, text_to_sql
-    from lmstack.rag.llm import load_llm
+    from lmstack.hub.llm import load_llm
 
     if raw:
         connection = open_read_only(db)
@@ -110,7 +110,7 @@ def optimize(
     from lmstack.agents.optimize import optimize as run_optimize
     from lmstack.agents.optimize import read_examples
     from lmstack.home import atomic_write_text, check_output
-    from lmstack.rag.llm import load_llm
+    from lmstack.hub.llm import load_llm
 
     if out is not None:
         check_output(out, overwrite=overwrite, directory=False)

@@ -7,17 +7,15 @@ invalid call becomes an observation telling the model what was wrong, so it can 
   + - * / // % **, math functions); nothing is `eval`ed.
 - search: hybrid retrieval over an lmstack index.
 - sql: one read-only SELECT over a SQLite database (the schema is in the tool's description).
-- python: code run in the sandbox (`agents/sandbox.py`); what it prints is the observation.
+- python: code run in the sandbox (`lmstack/sandbox.py`); what it prints is the observation.
 """
 
 from __future__ import annotations
 
-import ast
-import math
-import operator
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from lmstack.arithmetic import calculate
 from lmstack.errors import LmstackError
 
 
@@ -45,52 +43,6 @@ def _object(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
 
 
 # --- calculator ----------------------------------------------------------------------------------
-
-_BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
-           ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow}
-_UNARY = {ast.UAdd: operator.pos, ast.USub: operator.neg}
-_FUNCTIONS = {name: getattr(math, name) for name in ("sqrt", "log", "log10", "log2", "exp", "sin", "cos", "tan",
-                                                     "asin", "acos", "atan", "floor", "ceil", "factorial")}
-_FUNCTIONS |= {"abs": abs, "round": round, "min": min, "max": max}
-_CONSTANTS = {"pi": math.pi, "e": math.e, "tau": math.tau}
-
-
-def calculate(expression: str) -> float | int:
-    """The value of an arithmetic expression; anything else (names, attributes, calls of other
-    functions, huge powers) is refused."""
-    if len(expression) > 500:
-        raise LmstackError("the expression is too long (500 characters at most)")
-    try:
-        tree = ast.parse(expression.replace("^", "**"), mode="eval")
-    except SyntaxError:
-        raise LmstackError(f"not an arithmetic expression: {expression!r}") from None
-    try:
-        return _evaluate(tree.body)
-    except (ZeroDivisionError, OverflowError, ValueError, TypeError) as error:
-        raise LmstackError(f"cannot compute {expression!r}: {error}") from None
-
-
-def _evaluate(node: ast.AST) -> Any:
-    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
-        return node.value
-    if isinstance(node, ast.Name) and node.id in _CONSTANTS:
-        return _CONSTANTS[node.id]
-    if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
-        return _UNARY[type(node.op)](_evaluate(node.operand))
-    if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
-        left, right = _evaluate(node.left), _evaluate(node.right)
-        if isinstance(node.op, ast.Pow) and abs(right) > 1000:
-            raise LmstackError("exponent too large (at most 1000)")
-        return _BINARY[type(node.op)](left, right)
-    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _FUNCTIONS
-            and not node.keywords and len(node.args) <= 8):
-        arguments = [_evaluate(arg) for arg in node.args]
-        if node.func.id == "factorial" and arguments and arguments[0] > 1000:
-            raise LmstackError("factorial argument too large (at most 1000)")
-        return _FUNCTIONS[node.func.id](*arguments)
-    raise LmstackError(f"the calculator does not allow {ast.unparse(node)!r}; use numbers, + - * / ** % and "
-                       f"{', '.join(sorted(_FUNCTIONS))}")
-
 
 def calculator_tool() -> Tool:
     return Tool("calculator", "Evaluate an arithmetic expression, e.g. 17 * (3 + 4) or sqrt(2).",
@@ -126,7 +78,7 @@ def sql_tool(database: str) -> Tool:
 
 
 def python_tool(timeout: float = 10.0, memory_mb: int = 512) -> Tool:
-    from lmstack.agents.sandbox import run_python
+    from lmstack.sandbox import run_python
 
     return Tool("python", "Run Python code (standard library only, no network, no files outside a temporary "
                 "folder) and see what it prints. Use print() for results.",

@@ -4,6 +4,7 @@ curate it (dedup, filter, decontaminate), synthesise one, and shard a pre-traini
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import typer
@@ -172,15 +173,21 @@ def synth(
     overwrite: bool = OVERWRITE,
 ) -> None:
     """Synthesise instruction data from seed tasks: personas, Evol-Instruct, verified answers."""
-    from lmstack.data.synth import check_synth_output, endpoint_generator, load_seeds, model_generator, synthesize
+    from lmstack.data.synth import (
+        check_synth_output,
+        llm_generator,
+        load_seeds,
+        synthesize,
+    )
     from lmstack.errors import LmstackError
+    from lmstack.hub.llm import EndpointLLM, LocalLLM
 
     if bool(model) == bool(endpoint):
         raise LmstackError("give exactly one generator: --model MODEL or --endpoint URL")
     load_seeds(seeds)  # checked before a model loads
     check_synth_output(output, resume=resume, overwrite=overwrite)
-    generate = (model_generator(model, max_new_tokens=max_new_tokens, temperature=temperature) if model else
-                endpoint_generator(endpoint, endpoint_model, max_new_tokens=max_new_tokens, temperature=temperature))
+    llm = LocalLLM(model) if model else EndpointLLM(endpoint, endpoint_model, api_key=os.environ.get("OPENAI_API_KEY"))
+    generate = llm_generator(llm, max_new_tokens=max_new_tokens, temperature=temperature)
     report = synthesize(seeds, output, generate, per_seed=per_seed, evolve=evolve, seed=seed, eval_sets=eval_sets,
                         generator_name=model or f"{endpoint}#{endpoint_model}", resume=resume, overwrite=overwrite)
     typer.echo(report.summary())

@@ -145,29 +145,16 @@ def load_scorer(spec: str) -> Callable[[dict], float]:
     kind, _, model = spec.partition(":")
     if kind not in ("judge", "perplexity") or not model:
         raise LmstackError(f"unknown scorer {spec!r}; use judge:MODEL or perplexity:MODEL")
-    import torch
-
+    from lmstack.hub.llm import LocalLLM
     from lmstack.hub.load import load_model
 
     bundle = load_model(model, device="cpu", dtype="fp32")
-    tokenizer = bundle.tokenizer
     if kind == "perplexity":
         from lmstack.eval.likelihood import perplexity
 
         return lambda record: -math.log(perplexity(bundle, record_text(normalize_record(record))))
-    yes = tokenizer.encode("yes", add_special_tokens=False)[0]
-    no = tokenizer.encode("no", add_special_tokens=False)[0]
-
-    def judge(record: dict) -> float:
-        question = JUDGE_QUESTION.format(text=record_text(normalize_record(record)))
-        ids = tokenizer.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
-                                            tokenize=True)
-        with torch.inference_mode():
-            logits = bundle.model(torch.tensor([ids]), last_only=True)[0, -1]
-        pair = torch.stack([logits[yes], logits[no]]).softmax(0)
-        return float(pair[0])
-
-    return judge
+    judge = LocalLLM(model, bundle=bundle)
+    return lambda record: judge.yes_probability([JUDGE_QUESTION.format(text=record_text(normalize_record(record)))])[0]
 
 
 # --- decontaminate --------------------------------------------------------------------------------

@@ -91,6 +91,10 @@ def _read_json(path: Path) -> tuple[list[dict], list[str]]:
 def _read_csv(path: Path) -> tuple[list[dict], list[str]]:
     records = [dict(row) for row in csv.DictReader(io.StringIO(read_text(path, "dataset"), newline=""))]
     # Row 1 is the header, so the first record is row 2, the number a spreadsheet shows.
+    for number, record in enumerate(records, start=2):
+        if None in record:  # DictReader files the cells past the header's under the key None
+            raise LmstackError(f"{path}: row {number} has more cells than the header has column names; "
+                               "quote cells that contain commas, or name every column")
     return records, [f"row {i}" for i in range(2, len(records) + 2)]
 
 

@@ -13,34 +13,31 @@ Accepted samples are deduplicated (exact and MinHash) and decontaminated against
 on the way out. Progress is appended to `OUT.partial.jsonl` as it goes, so an interrupted run
 continues with `--resume`; the report counts rejected samples by reason.
 
-The generator is any lmstack model (`chat_text`) or an OpenAI-compatible endpoint (`openai`).
+The generator is any lmstack model or an OpenAI-compatible endpoint (`lmstack.hub.llm`).
 """
 
 from __future__ import annotations
 
-import ast
 import json
-import operator
-import os
 import random
 import re
-import subprocess
-import sys
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from lmstack import registry
+from lmstack.arithmetic import calculate
 from lmstack.data.curate import contamination_index, find_contamination
 from lmstack.data.dedup import deduplicate
 from lmstack.data.io import dataset_path, dataset_reference, read_source, write_jsonl
 from lmstack.errors import LmstackError
 from lmstack.home import check_output
+from lmstack.hub.llm import LLM
 from lmstack.inputs import decode_utf8
+from lmstack.sandbox import run_python
+from lmstack.tokenizer.chat_template import Messages
 
-Messages = list[dict[str, str]]
 Generate = Callable[[Messages, int], str]  # (messages, seed) -> the reply
 
 PERSONAS = [
@@ -102,31 +99,10 @@ def load_seeds(path: str) -> list[dict[str, Any]]:
     return seeds
 
 
-def model_generator(model: str, *, max_new_tokens: int, temperature: float) -> Generate:
-    from lmstack.generate.text import chat_text
-    from lmstack.hub.load import load_model
-
-    bundle = load_model(model)
-    return lambda messages, seed: chat_text(bundle, messages, max_new_tokens=max_new_tokens, seed=seed,
-                                            temperature=temperature, top_p=0.95 if temperature else None).text
-
-
-def endpoint_generator(base_url: str, model: str, *, max_new_tokens: int, temperature: float) -> Generate:
-    try:
-        import openai
-    except ImportError:
-        raise LmstackError("an OpenAI-compatible endpoint needs the openai client: pip install openai") from None
-    client = openai.OpenAI(base_url=base_url, api_key=os.environ.get("OPENAI_API_KEY", "not-needed"), max_retries=2)
-
-    def generate(messages: Messages, seed: int) -> str:
-        try:
-            reply = client.chat.completions.create(model=model, messages=messages, max_tokens=max_new_tokens,
-                                                   temperature=temperature, seed=seed)
-        except openai.OpenAIError as error:
-            raise LmstackError(f"the endpoint {base_url} failed: {error}") from None
-        return reply.choices[0].message.content or ""
-
-    return generate
+def llm_generator(llm: LLM, *, max_new_tokens: int, temperature: float) -> Generate:
+    """Chats written by `llm` (a local model or an endpoint, see lmstack.hub.llm), seeded per sample."""
+    return lambda messages, seed: llm.chat(messages, max_new_tokens=max_new_tokens, temperature=temperature,
+                                           seed=seed)
 
 
 # --- verification --------------------------------------------------------------------------------
@@ -134,34 +110,16 @@ def endpoint_generator(base_url: str, model: str, *, max_new_tokens: int, temper
 _CODE_BLOCK = re.compile(r"```(?:python|py)?\s*\n(.*?)```", re.DOTALL)
 _EQUATION = re.compile(r"((?:\d[\d.,]*|[()])(?:\s*(?:[-+*/x×()]|\*\*)\s*(?:\d[\d.,]*|[()]))+)\s*=\s*(-?\d[\d,]*(?:\.\d+)?)")
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
-_OPERATORS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
-              ast.Pow: operator.pow, ast.USub: operator.neg}
-
-
-def evaluate_arithmetic(expression: str) -> float:
-    """The value of an arithmetic expression (numbers, + - * / **, parentheses), without `eval`."""
-    def value(node: ast.AST) -> float:
-        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
-            return node.value
-        if isinstance(node, ast.BinOp) and type(node.op) in _OPERATORS:
-            left, right = value(node.left), value(node.right)
-            if isinstance(node.op, ast.Pow) and abs(right) > 100:
-                raise ValueError("exponent too large")
-            return _OPERATORS[type(node.op)](left, right)
-        if isinstance(node, ast.UnaryOp) and type(node.op) in _OPERATORS:
-            return _OPERATORS[type(node.op)](value(node.operand))
-        raise ValueError(f"not arithmetic: {ast.dump(node)}")
-
-    return value(ast.parse(expression.replace(",", "").replace("×", "*").replace("x", "*"), mode="eval").body)
 
 
 def check_arithmetic(answer: str, expected: Any = None) -> str | None:
     """None when every stated equation holds (and the last number is `expected`, if given); else the reason."""
     for left, right in _EQUATION.findall(answer):
         try:
-            if abs(evaluate_arithmetic(left) - float(right.replace(",", ""))) > 1e-6 * max(1.0, abs(float(right.replace(",", "")))):
+            stated = float(right.replace(",", ""))
+            if abs(calculate(left.replace(",", "").replace("×", "*").replace("x", "*")) - stated) > 1e-6 * max(1.0, abs(stated)):
                 return "wrong_arithmetic"
-        except (ValueError, SyntaxError, ZeroDivisionError, OverflowError):
+        except LmstackError:
             continue  # not an arithmetic expression after all (a date, a version number)
     if expected is not None:
         numbers = _NUMBER.findall(answer)
@@ -171,30 +129,8 @@ def check_arithmetic(answer: str, expected: Any = None) -> str | None:
 
 
 def run_tests(code: str, tests: str, *, timeout: float = 10.0) -> bool:
-    """Whether `code` followed by `tests` runs to the end in a sandboxed subprocess.
-
-    The sandbox: an isolated interpreter (-I: no user site, no environment variables, no current
-    folder on the path), an empty temporary working folder, an empty environment, and limits on
-    CPU time, memory, file size and processes (POSIX), killed after `timeout` seconds.
-    """
-    with tempfile.TemporaryDirectory(prefix="lmstack-sandbox-") as folder:
-        script = Path(folder) / "solution.py"
-        script.write_text(code + "\n\n" + tests + "\n", encoding="utf-8")
-        try:
-            done = subprocess.run([sys.executable, "-I", str(script)], cwd=folder, env={}, capture_output=True,
-                                  timeout=timeout, preexec_fn=_limits if os.name == "posix" else None)
-        except subprocess.TimeoutExpired:
-            return False
-    return done.returncode == 0
-
-
-def _limits() -> None:
-    import resource
-
-    resource.setrlimit(resource.RLIMIT_CPU, (5, 5))
-    resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
-    resource.setrlimit(resource.RLIMIT_NPROC, (64, 64))
+    """Whether `code` followed by `tests` runs to the end in the sandbox (`lmstack/sandbox.py`)."""
+    return run_python(code + "\n\n" + tests + "\n", timeout=timeout).ok
 
 
 def verify(seed: dict[str, Any], answer: str) -> tuple[str | None, str | None]:

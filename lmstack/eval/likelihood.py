@@ -184,19 +184,20 @@ def rolling_windows(ids: Sequence[int], *, window: int, stride: int) -> list[Req
     """(context, continuation) windows that predict every token of `ids` after the first once.
 
     Windows of `window` tokens advance by `stride`; a token is scored in the first window that
-    reaches it, with up to `window - stride` tokens of context before it (strided evaluation).
+    reaches it, with up to `window - stride` tokens of context before it (strided evaluation). A
+    stride of the whole window advances by one token less, so no window starts without context.
     """
     if not 1 <= stride <= window:
         raise LmstackError(f"rolling windows need 1 <= stride <= window, got stride {stride} and window {window}")
     if window < 2:
         raise LmstackError(f"a rolling window needs at least 2 tokens, got {window}")
+    step = min(stride, window - 1)  # every window after the first keeps at least one token of context
     windows, scored_until = [], 1
-    for start in range(0, len(ids) - 1, stride):
-        end = min(start + window, len(ids))
-        windows.append((list(ids[start:scored_until]), list(ids[scored_until:end])))
+    while scored_until < len(ids):
+        end = min(scored_until + step if windows else window, len(ids))
+        begin = max(0, end - window)
+        windows.append((list(ids[begin:scored_until]), list(ids[scored_until:end])))
         scored_until = end
-        if end == len(ids):
-            break
     return windows
 
 

@@ -64,6 +64,11 @@ class EngineConfig:
     prefix_caching: bool = True  # reuse the KV blocks of earlier prompts (off: benchmarks of prefill)
     max_adapters: int = 8  # LoRA adapters held in memory (least recently used ones are dropped)
     speculative: SpeculativeConfig | None = None
+    # A sequence gets bit-identical numbers alone and in any batch: a lone token runs with a
+    # twin (see runner.py). Off by default, as in vLLM: it slowed batch-1 bf16 decoding of
+    # SmolLM2 by ~17% here, and without it greedy tokens differ only where two logits are
+    # within a rounding error (the real SmolLM2 in bf16: 1 of 3 prompts alone vs in a batch).
+    batch_invariant: bool = False
     # Fused q/k/v and gate/up copies of the weights (oneDNN-packed on a CPU in bf16): faster
     # decoding for more memory (about one more copy of the layers' weights). None: where it
     # pays, i.e. bf16 on a CPU with native bf16, and CUDA.
@@ -208,7 +213,7 @@ class Engine:
         self.pool = BlockPool(num_blocks, on_first_use=self.store.zero)
         self.scheduler = Scheduler(self.pool, config.block_size, config.max_batch_tokens, config.max_running,
                                    prefix_caching=config.prefix_caching)
-        self.runner = ModelRunner(model, self.store)
+        self.runner = ModelRunner(model, self.store, config.batch_invariant)
         self._fuse(config.fuse_weights)
         self.lora = MultiLora(model, adapter_loader, config.max_adapters) if adapter_loader else None
         spec = config.speculative

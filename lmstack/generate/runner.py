@@ -8,7 +8,7 @@ the model once, and returns the logits the engine samples from.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import groupby
 
 import torch
@@ -42,8 +42,15 @@ class Logits:
 
 
 class ModelRunner:
-    def __init__(self, model: torch.nn.Module, store: KVStore):
+    def __init__(self, model: torch.nn.Module, store: KVStore, batch_invariant: bool = False):
         self.model, self.store = model, store
+        # Matrix libraries multiply a single row another way (a matrix-vector kernel) that rounds
+        # differently from the many-row one, so a sequence decoding alone gets other numbers than
+        # in a batch (bf16 at SmolLM2's widths: a flipped last bit every few steps). When asked,
+        # a lone token runs with a twin that writes the same keys and values: bit-identical
+        # results, for ~10% more time in a CPU's bf16 matmuls and, in a microbenchmark, 3x in
+        # fp32 ones (MKL's two-row path); see EngineConfig.batch_invariant.
+        self.batch_invariant = batch_invariant
         self.block_size = store.block_size
         self.device = store.data.device
         # Decode rows attend in one padded batch on a GPU, one exact call per row on a CPU.
@@ -51,6 +58,8 @@ class ModelRunner:
 
     def forward(self, feeds: list[Feed], device_tokens: torch.Tensor | None = None, lora=None) -> Logits:
         """Run `feeds` (decode feeds before prefill feeds) through the model in one pass."""
+        if self.batch_invariant and len(feeds) == 1 and len(feeds[0].tokens) == 1:
+            feeds = [feeds[0], replace(feeds[0], logits="none")]  # a twin: see __init__
         order = sorted(range(len(feeds)), key=lambda i: (feeds[i].prefill, len(feeds[i].tokens)))
         ids, positions, slots, logits_at, from_device = [], [], [], [], []
         groups: list[RowGroup] = []

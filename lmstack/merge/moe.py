@@ -18,7 +18,11 @@ most like its hidden state. `hidden` makes expert e's row the direction of the b
 hidden states on e's positive prompts (minus its negative ones): exactly the state the router of
 layer l will see, the input of that layer's MLP, averaged over the prompts' tokens (mergekit reads
 the residual stream entering the layer instead). `cheap_embed` uses the prompts' mean token
-embedding for every layer (no forward pass); `random` draws rows from a normal distribution.
+embedding for every layer (no forward pass), as mergekit-moe does, with the same result;
+`random` draws rows from a normal distribution.
+
+Mixtral files in transformers 5's fused layout (mergekit-moe writes those) load too: `hf_io`
+splits them into the per-expert layout.
 
 The output is a Mixtral checkpoint (`MixtralForCausalLM`, `block_sparse_moe.experts.N.w1/w2/w3`):
 lmstack and transformers load it. Llama and Mistral bases only, as Mixtral has no attention biases
@@ -100,9 +104,13 @@ def router_weights(config: MoEConfig, base: ModelSource, *, seed: int = 0,
         tokenizer = Tokenizer.from_dir(base.directory)
         embeddings = base.read("model.embed_tokens.weight", torch.device("cpu"))
 
+        # As mergekit-moe: every prompt starts with the BOS token, and each side is a unit vector.
+        bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None and not tokenizer.add_bos_token else []
+
         def directions(prompts: list[str]) -> torch.Tensor:
-            ids = [token for prompt in prompts for token in tokenizer.encode(prompt)]
-            return embeddings[ids].mean(dim=0).expand(layers, hidden)
+            ids = [token for prompt in prompts for token in bos + tokenizer.encode(prompt)]
+            mean = embeddings[ids].mean(dim=0)
+            return (mean / mean.norm().clamp_min(1e-8)).expand(layers, hidden)
     else:
         from lmstack.hub.load import load_directory
         from lmstack.interp.activations import layer_activations

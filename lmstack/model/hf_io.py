@@ -59,6 +59,29 @@ def read_state_dict(directory: Path) -> dict[str, torch.Tensor]:
             reason = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
             raise LmstackError(f"{directory / name} is missing or corrupt ({reason}); re-export or copy it again") \
                 from None
+    return _split_fused_experts(state)
+
+
+def _split_fused_experts(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Mixtral as transformers 5 saves it (and mergekit-moe writes it), in the per-expert layout.
+
+    The fused layout holds a layer's experts in `mlp.experts.gate_up_proj` [experts, 2 x
+    intermediate, hidden] (gate rows first), `mlp.experts.down_proj` [experts, hidden,
+    intermediate] and the router in `mlp.gate.weight`; lmstack (and every transformers version)
+    reads `block_sparse_moe.gate` and `block_sparse_moe.experts.N.w1/w3/w2`. Anything incomplete is
+    left as it is, for the weight check to name.
+    """
+    for fused in [name for name in state if name.endswith(".mlp.experts.gate_up_proj")]:
+        prefix = fused.removesuffix(".mlp.experts.gate_up_proj")
+        names = (fused, f"{prefix}.mlp.experts.down_proj", f"{prefix}.mlp.gate.weight")
+        if not all(name in state for name in names) or state[fused].dim() != 3 or state[fused].shape[1] % 2:
+            continue
+        gate_up, down, router = (state.pop(name) for name in names)
+        gate, up = gate_up.chunk(2, dim=1)
+        state[f"{prefix}.block_sparse_moe.gate.weight"] = router
+        for expert in range(gate_up.shape[0]):
+            for short, tensor in (("w1", gate), ("w3", up), ("w2", down)):
+                state[f"{prefix}.block_sparse_moe.experts.{expert}.{short}.weight"] = tensor[expert]
     return state
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from lmstack.errors import LmstackError
 from lmstack.rag.embeddings import Embedder, embed
-from lmstack.rag.llm import LLM
+from lmstack.hub.llm import LLM
 from lmstack.rag.search import reciprocal_rank_fusion
 from lmstack.rag.store import Hit, Store
 

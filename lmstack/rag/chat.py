@@ -18,7 +18,7 @@ import numpy as np
 
 from lmstack.rag.ask import ANSWER_SYSTEM, REFUSAL, Answer, assemble_context, citations_in, retrieve
 from lmstack.rag.embeddings import Embedder, embed
-from lmstack.rag.llm import LLM
+from lmstack.hub.llm import LLM
 from lmstack.rag.store import Store
 
 SUMMARY_PROMPT = ("Update the summary of a conversation with the new exchange. Keep names, numbers and "

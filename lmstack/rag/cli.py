@@ -119,7 +119,7 @@ def ask(
     from lmstack.inputs import check_text
     from lmstack.rag.ask import ask as run_ask
     from lmstack.rag.index import open_for_query, load_cross_encoder
-    from lmstack.rag.llm import load_llm
+    from lmstack.hub.llm import load_llm
 
     check_text(question, "question")
     store, model_embedder = open_for_query(index, embedder)
@@ -151,7 +151,7 @@ def chat(
     """Talk with the index: recent turns verbatim, older ones summarised, all recalled by similarity."""
     from lmstack.rag.chat import chat_loop
     from lmstack.rag.index import open_for_query
-    from lmstack.rag.llm import load_llm
+    from lmstack.hub.llm import load_llm
 
     store, model_embedder = open_for_query(index, embedder)
     try:
@@ -171,7 +171,7 @@ def graph(
     """Extract (subject, relation, object) triples with the LLM into a graph stored in the index."""
     from lmstack.rag.graph import build_graph
     from lmstack.rag.index import open_index
-    from lmstack.rag.llm import load_llm
+    from lmstack.hub.llm import load_llm
 
     store = open_index(index)
     try:

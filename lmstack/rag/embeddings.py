@@ -180,7 +180,7 @@ class OpenAIEmbedder:
         return self._dimension
 
     def embed_batch(self, texts: list[str]) -> np.ndarray:
-        from lmstack.rag.llm import post_json
+        from lmstack.hub.llm import post_json
 
         reply = post_json(f"{self.base_url}/embeddings", {"model": self.model, "input": texts}, self.api_key, self.timeout)
         try:

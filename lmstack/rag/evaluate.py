@@ -29,7 +29,7 @@ from lmstack.errors import LmstackError
 from lmstack.rag.ask import ask
 from lmstack.rag.embeddings import Embedder, embed
 from lmstack.rag.index import index_path, open_for_query
-from lmstack.rag.llm import LLM, load_llm
+from lmstack.hub.llm import LLM, load_llm
 from lmstack.rag.retrieval_metrics import retrieval_scores
 from lmstack.rag.search import search
 

@@ -13,7 +13,7 @@ import re
 from typing import Any
 
 from lmstack.errors import LmstackError
-from lmstack.rag.llm import LLM
+from lmstack.hub.llm import LLM
 from lmstack.rag.store import Hit, SqliteStore
 
 EXTRACT_PROMPT = ("Extract the facts in the text as lines of the form: subject | relation | object\n"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import socket
 import threading
 
-from lmstack.agents.sandbox import run_python
+from lmstack.sandbox import run_python
 
 
 def test_code_runs_and_can_use_its_own_folder():

@@ -117,3 +117,14 @@ def test_decontamination_finds_shared_ngrams(tmp_path, action):
         assert kept == [records[1]] and report.removed == {"contaminated": 1}
     else:
         assert kept[0]["contaminated"]["eval_set"] == evaluation and kept[1] == records[1] and report.flagged == 1
+
+
+@pytest.mark.real
+def test_a_judge_scores_a_right_answer_above_a_nonsense_one(smollm2_gguf):
+    from lmstack.data.curate import load_scorer
+
+    score = load_scorer("judge:smollm2-135m-instruct")
+    question = {"role": "user", "content": "What is the capital of France?"}
+    right = score({"messages": [question, {"role": "assistant", "content": "The capital of France is Paris."}]})
+    nonsense = score({"messages": [question, {"role": "assistant", "content": "banana banana purple seven"}]})
+    assert 0 < nonsense < right < 1

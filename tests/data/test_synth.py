@@ -4,6 +4,7 @@ dedup and decontamination on the way out, resume after a failure, and an OpenAI-
 from __future__ import annotations
 
 import json
+import os
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
@@ -95,7 +96,8 @@ def test_arithmetic_and_sandbox_checks():
     assert check_arithmetic("120 / 2 = 50", None) == "wrong_arithmetic"
     assert check_arithmetic("it is 59", 60) == "wrong_answer"
     assert run_tests("def f():\n    return 1", "assert f() == 1")
-    assert not run_tests("import os\nos.environ['HOME']", "")  # an empty environment: no HOME to read
+    home = os.environ.get("HOME", "")
+    assert run_tests(f"import os\nassert os.environ.get('HOME') != {home!r}", "")  # the user's environment stays out
     assert not run_tests("while True:\n    pass", "", timeout=3)
 
 
@@ -118,15 +120,15 @@ class _FakeOpenAI(BaseHTTPRequestHandler):
         pass
 
 
-def test_an_openai_compatible_endpoint_through_the_openai_client(tmp_path):
-    pytest.importorskip("openai")
-    from lmstack.data.synth import endpoint_generator
+def test_an_openai_compatible_endpoint_writes_the_data(tmp_path):
+    from lmstack.data.synth import llm_generator
+    from lmstack.hub.llm import EndpointLLM
 
     server = HTTPServer(("127.0.0.1", 0), _FakeOpenAI)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        generate = endpoint_generator(f"http://127.0.0.1:{server.server_port}/v1", "fake", max_new_tokens=64,
-                                      temperature=0.0)
+        endpoint = EndpointLLM(f"http://127.0.0.1:{server.server_port}/v1", "fake")
+        generate = llm_generator(endpoint, max_new_tokens=64, temperature=0.0)
         report = synthesize(_seeds(tmp_path), tmp_path / "out.jsonl", generate, evolve=1, progress=False)
     finally:
         server.shutdown()

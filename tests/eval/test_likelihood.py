@@ -89,6 +89,7 @@ def test_rolling_windows_predict_every_token_once():
         predicted = [t for _, continuation in windows for t in continuation]
         assert predicted == ids[1:]
         for context, continuation in windows:
+            assert context  # something predicts the first scored token
             assert len(context) + len(continuation) - 1 <= window  # what is fed fits the window
             position = ids.index(continuation[0])
             assert context == ids[position - len(context): position]  # the tokens right before

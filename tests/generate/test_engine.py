@@ -61,6 +61,36 @@ def test_a_prompt_alone_and_in_a_batch_of_16_gives_the_same_tokens(ours, sixteen
         assert all(torch.equal(a, b) for a, b in zip(alone_scores[0], batch_scores[i]))
 
 
+def test_a_lone_sequence_rounds_as_in_a_batch_at_smollm2_width():
+    """At SmolLM2's widths (576, 1536) a bf16 matmul of one row takes another kernel than of
+    several, which flips a last bit every few steps: with EngineConfig.batch_invariant a sequence
+    decoding alone runs as two rows, and gets the numbers it gets in a batch."""
+    from lmstack.model.config import ModelConfig
+    from lmstack.model.transformer import Transformer
+
+    torch.manual_seed(0)
+    config = ModelConfig(family="llama", vocab_size=256, hidden_size=576, intermediate_size=1536, num_layers=2,
+                         num_heads=9, num_kv_heads=3, head_dim=64)
+    model = Transformer(config)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(torch.ones_like(p) if name.endswith("norm.weight") else torch.randn_like(p) * 0.08)
+    model = model.eval().to(torch.bfloat16)
+    g = torch.Generator().manual_seed(2)
+    prompts = [torch.randint(0, 256, (3 + i,), generator=g).tolist() for i in range(16)]
+
+    def scores(chosen):
+        seen: list[list[torch.Tensor]] = [[] for _ in chosen]
+        engine = Engine(model, config=EngineConfig(kv_cache_mb=16, batch_invariant=True))
+        engine.generate([Request(p, max_new_tokens=30, observer=lambda s, c, i=i: seen[i].append(s))
+                         for i, p in enumerate(chosen)])
+        return [torch.stack(s) for s in seen]
+
+    batch = scores(prompts)
+    for i in (0, 15):
+        assert torch.equal(scores([prompts[i]])[0], batch[i])
+
+
 def test_padded_batch_attention_gpu_path_agrees_and_is_batch_invariant(ours, sixteen):
     """The GPU's attention (one padded call for all decoding rows), run here on the CPU."""
 
@@ -281,3 +311,57 @@ def test_a_request_whose_grammar_fails_ends_alone(ours, sixteen):
     engine.run()
     assert stuck.finish_reason == "error" and "nothing fits" in stuck.error and stuck.token_ids == []
     assert fine.token_ids == expected[0]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_weights_agree_and_follow_weight_changes(ours, sixteen, dtype):
+    """Fused q/k/v and gate/up (the GPU's default; oneDNN-packed on a CPU in bf16) give the
+    unfused model's outputs, and a weight changed in place (a training step) is seen at once."""
+    from lmstack.model.transformer import FusedLinear
+
+    def scores(model, fuse):
+        seen: list[list[torch.Tensor]] = [[] for _ in range(4)]
+        engine = Engine(model, config=EngineConfig(kv_cache_mb=4, fuse_weights=fuse))
+        handles = engine.generate([Request(p, max_new_tokens=12, observer=lambda s, c, i=i: seen[i].append(s))
+                                   for i, p in enumerate(sixteen[:4])])
+        return [h.token_ids for h in handles], torch.stack([torch.stack(s) for s in seen])
+
+    model = copy.deepcopy(ours).to(dtype)
+    tolerance = 1e-4 if dtype == torch.float32 else 0.1
+    plain_tokens, plain = scores(model, False)
+    fused_tokens, fused = scores(model, True)
+    assert isinstance(model.model.layers[0].self_attn.qkv, FusedLinear)
+    assert isinstance(model.model.layers[1].mlp.gate_up, FusedLinear)
+    assert fused_tokens == plain_tokens and (fused - plain).abs().max() < tolerance
+    with torch.no_grad():
+        model.model.layers[1].mlp.up_proj.weight.mul_(3.0)
+    changed_tokens, changed = scores(model, True)
+    reference_tokens, reference = scores(copy.deepcopy(model), False)  # a copy drops the fused weights
+    assert (changed - plain).abs().max() > 1.0  # the change matters...
+    assert changed_tokens == reference_tokens and (changed - reference).abs().max() < tolerance  # ...and is used
+
+
+@pytest.mark.parametrize("method", ["int8", "int4", "nf4"])
+def test_quantized_weights_run_on_the_engine(ours, sixteen, method, monkeypatch):
+    """A model quantized by the quant stage decodes on the paged cache exactly as full forward passes
+    of the same quantized model, without any cache, pick their greedy tokens.
+
+    The CPU's int8/int4 kernels (bf16 activations) serve only matmuls of at most KERNEL_MAX_ROWS
+    rows, so a decode step and a full forward would round differently: they are off here, and
+    both sides compute through the dequantized weights."""
+    from lmstack.model import quantized
+    from lmstack.model.quantized import quantized_layers
+    from lmstack.quant.methods import quantize_model
+    from lmstack.quant.settings import QuantSettings
+
+    monkeypatch.setattr(quantized, "KERNEL_MAX_ROWS", 0)
+    model = copy.deepcopy(ours)
+    quantize_model(model, QuantSettings(method=method, search=0))
+    assert len(quantized_layers(model)) >= 14  # every linear layer of both blocks
+    got, _ = run(model, sixteen[:4], max_new_tokens=12)
+    for prompt, tokens in zip(sixteen[:4], got):
+        ids = torch.tensor([prompt])
+        with torch.inference_mode():
+            for _ in range(12):
+                ids = torch.cat([ids, model(ids)[:, -1].argmax(-1, keepdim=True)], dim=1)
+        assert tokens == ids[0, len(prompt):].tolist()

@@ -9,7 +9,7 @@ import torch
 
 
 def tiny_tokenizer(vocab_size: int = 128):
-    """A word-level tokenizer with tokens t0..tN: the vocabulary of the tiny models."""
+    """A word-level tokenizer with tokens t0..tN (EOS t1, BOS t2, not added by encode): the tiny models' vocabulary."""
     from tokenizers import Tokenizer as Backend
     from tokenizers import models, pre_tokenizers
 
@@ -17,7 +17,7 @@ def tiny_tokenizer(vocab_size: int = 128):
 
     backend = Backend(models.WordLevel({f"t{i}": i for i in range(vocab_size)}, unk_token="t0"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    return Tokenizer(backend, special_tokens={"eos_token": "t1"}, chat_template="chatml")
+    return Tokenizer(backend, special_tokens={"eos_token": "t1", "bos_token": "t2"}, chat_template="chatml")
 
 
 def tiny_llama(**changes):

@@ -120,3 +120,33 @@ def test_merge_equals_mergekit(method, tiny_family, tmp_path):
     # the inputs differ enough that a wrong coefficient would show
     inputs = read_weights(tiny_family["ft1"])
     assert any(not torch.allclose(ours[n], inputs[n]) for n in ours if n in inputs)
+
+
+def test_mixture_of_experts_equals_mergekit_moe(tiny_family, tmp_path):
+    """cheap_embed routers (BOS-prefixed prompts, a negative prompt) and experts equal mergekit-moe's;
+    mergekit's file (transformers 5's fused expert layout) loads in lmstack with transformers' logits."""
+    import transformers
+    from mergekit.moe.config import MoEMergeConfig
+    from mergekit.options import MergeOptions
+    from mergekit.scripts.moe import build
+
+    from lmstack.hub.load import load_model
+    from lmstack.merge import merge
+
+    config = {"base_model": tiny_family["base"], "gate_mode": "cheap_embed", "experts_per_token": 2,
+              "dtype": "float32", "experts": [
+                  {"source_model": tiny_family["ft1"], "positive_prompts": ["t5 t6 t7", "t9 t5"],
+                   "negative_prompts": ["t90 t91 t5"]},
+                  {"source_model": tiny_family["ft2"], "positive_prompts": ["t40 t41 t42"]},
+                  {"source_model": tiny_family["ft3"], "positive_prompts": ["t90 t91", "t92 t93 t94"]}]}
+    merge(config, tmp_path / "ours")
+    build(MoEMergeConfig.model_validate(config), str(tmp_path / "theirs"), MergeOptions(quiet=True), device="cpu")
+    ours, theirs = read_weights(tmp_path / "ours"), read_weights(tmp_path / "theirs")
+    assert sorted(ours) == sorted(theirs)
+    for name in ours:
+        torch.testing.assert_close(ours[name], theirs[name], atol=1e-6, rtol=1e-5, msg=name)
+    reference = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "theirs", dtype=torch.float32).eval()
+    loaded = load_model(str(tmp_path / "theirs"), device="cpu", dtype="fp32")
+    ids = torch.tensor([[5, 6, 7, 40, 41, 90, 3]])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(ids), reference(ids).logits, atol=1e-5, rtol=1e-5)

@@ -1,5 +1,5 @@
-"""Merging on tiny models: parameter gradients and filters, sparsification, the streamed output
-folder (loads in lmstack and transformers), lineage, and the checks that run before any work."""
+"""Merging on tiny models: parameter gradients and filters, sparsification, streaming (one tensor of each input
+at a time), the output folder (loads in lmstack and transformers), lineage, and the checks that run before any work."""
 
 from __future__ import annotations
 
@@ -106,6 +106,29 @@ def test_output_is_a_model_folder_that_transformers_loads(tiny_family, tmp_path)
     card = (folder / "README.md").read_text()
     assert tiny_family["ft1"] in card and "linear" in card and "weight: 3.0" in card
     assert result.tensors == len(weights)
+
+
+def test_a_merge_holds_one_tensor_of_each_input_at_a_time(tiny_family, tmp_path, monkeypatch):
+    """Streaming: when a tensor is read, the tensors read for earlier outputs are already freed."""
+    import weakref
+
+    from lmstack.merge.sources import ModelSource
+
+    read, alive, most = ModelSource.read, [], [0]
+
+    def tracked(self, name, device):
+        tensor = read(self, name, device)
+        alive[:] = [ref for ref in alive if ref() is not None] + [weakref.ref(tensor)]
+        most[0] = max(most[0], len(alive))
+        return tensor
+
+    monkeypatch.setattr(ModelSource, "read", tracked)
+    config = {"merge_method": "ties", "base_model": tiny_family["base"],
+              "models": [{"model": tiny_family[n], "parameters": {"weight": 0.5, "density": 0.5}}
+                         for n in ("ft1", "ft2", "ft3")]}
+    result = merge(config, tmp_path / "merged")
+    assert result.tensors == len(read_weights(tiny_family["base"])) > 4
+    assert most[0] == 4  # the base and three fine-tunes: one tensor each
 
 
 def test_registry_records_every_parent(tiny_family, tmp_path):

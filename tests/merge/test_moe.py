@@ -98,7 +98,7 @@ def test_cheap_embed_routers_are_the_mean_prompt_embedding(tiny_family, tmp_path
     merge(moe_config(tiny_family, gate_mode="cheap_embed"), tmp_path / "moe")
     router = read_weights(tmp_path / "moe")["model.layers.2.block_sparse_moe.gate.weight"]
     embeddings = read_weights(tiny_family["base"])["model.embed_tokens.weight"]
-    ids = [int(word[1:]) for prompt in PROMPTS[1] for word in prompt.split()]
+    ids = [token for prompt in PROMPTS[1] for token in [2] + [int(word[1:]) for word in prompt.split()]]  # BOS first
     expected = embeddings[ids].mean(dim=0)
     torch.testing.assert_close(router[1], expected / expected.norm())
 

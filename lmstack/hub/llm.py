@@ -1,7 +1,8 @@
-"""The language model that RAG and agents talk to: a local lmstack model or an OpenAI-compatible
-endpoint, behind two calls.
+"""The language model the stages talk to (RAG, agents, synthetic data): a local lmstack model or
+an OpenAI-compatible endpoint, behind three calls.
 
-- `complete(prompts, ...)`: one chat reply per prompt (a batch runs together on a local model).
+- `chat(messages, ...)`: the reply to one conversation, greedy or sampled with a seed.
+- `complete(prompts, ...)`: one greedy chat reply per prompt (a batch runs together on a local model).
 - `yes_probability(prompts)`: P("Yes") / (P("Yes") + P("No")) for the first token of the reply,
   read from the model's next-token distribution. It scores passage relevance for re-ranking and
   judge verdicts, and is steadier than parsing a sampled word.
@@ -19,11 +20,15 @@ import urllib.request
 from typing import Any, Protocol
 
 from lmstack.errors import LmstackError
+from lmstack.tokenizer.chat_template import Messages
 
 
 class LLM(Protocol):
     name: str
     context_window: int  # tokens the model sees at once
+
+    def chat(self, messages: Messages, *, max_new_tokens: int = 256, temperature: float = 0.0,
+             seed: int | None = None) -> str: ...
 
     def complete(self, prompts: list[str], *, system: str | None = None, max_new_tokens: int = 256,
                  stop: list[str] | None = None) -> list[str]: ...
@@ -44,6 +49,13 @@ class LocalLLM:
         self.bundle = bundle
         self.name = ref
         self.context_window = bundle.config.max_position_embeddings
+
+    def chat(self, messages: Messages, *, max_new_tokens: int = 256, temperature: float = 0.0,
+             seed: int | None = None) -> str:
+        from lmstack.generate.text import chat_text
+
+        return chat_text(self.bundle, messages, max_new_tokens=max_new_tokens, seed=seed, temperature=temperature,
+                         top_p=0.95 if temperature else None).text
 
     def complete(self, prompts: list[str], *, system: str | None = None, max_new_tokens: int = 256,
                  stop: list[str] | None = None) -> list[str]:
@@ -84,28 +96,38 @@ class EndpointLLM:
         self.name = f"openai:{self.base_url}#{model}"
         self.context_window = context_window
 
-    def _chat(self, prompt: str, system: str | None, **options: Any) -> dict[str, Any]:
-        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+    def _choice(self, messages: Messages, **options: Any) -> dict[str, Any]:
         reply = post_json(f"{self.base_url}/chat/completions", {"model": self.model, "messages": messages,
                                                                 "temperature": 0, **options}, self.api_key, self.timeout)
         try:
-            return reply["choices"][0]
+            choice = reply["choices"][0]
+            choice["message"]["content"] = choice["message"].get("content") or ""
+            return choice
         except (KeyError, IndexError, TypeError):
             raise LmstackError(f"the model endpoint {self.base_url} sent no choices; check the URL and model") from None
+
+    def _ask(self, prompt: str, system: str | None, **options: Any) -> dict[str, Any]:
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+        return self._choice(messages, **options)
+
+    def chat(self, messages: Messages, *, max_new_tokens: int = 256, temperature: float = 0.0,
+             seed: int | None = None) -> str:
+        options = {"max_tokens": max_new_tokens, "temperature": temperature, **({"seed": seed} if seed is not None else {})}
+        return self._choice(messages, **options)["message"]["content"]
 
     def complete(self, prompts: list[str], *, system: str | None = None, max_new_tokens: int = 256,
                  stop: list[str] | None = None) -> list[str]:
         options: dict[str, Any] = {"max_tokens": max_new_tokens, **({"stop": stop} if stop else {})}
-        return [(self._chat(p, system, **options)["message"].get("content") or "").strip() for p in prompts]
+        return [self._ask(p, system, **options)["message"]["content"].strip() for p in prompts]
 
     def yes_probability(self, prompts: list[str], *, system: str | None = None) -> list[float]:
         shares = []
         for prompt in prompts:
-            choice = self._chat(prompt, system, max_tokens=1, logprobs=True, top_logprobs=20)
+            choice = self._ask(prompt, system, max_tokens=1, logprobs=True, top_logprobs=20)
             content = ((choice.get("logprobs") or {}).get("content") or [{}])[0]
             candidates = {c["token"]: math.exp(c["logprob"]) for c in content.get("top_logprobs", [])}
             if not candidates:  # no log-probs served: the word itself decides
-                word = (choice["message"].get("content") or "").strip().lower()
+                word = choice["message"]["content"].strip().lower()
                 candidates = {word: 1.0}
             shares.append(_yes_share(candidates))
         return shares

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import refused, run, untouched, usage_error
+from harness import refused, run, untouched, usage_error
 
 from lmstack.eval.task import SHIPPED_TASKS
 
