@@ -144,7 +144,7 @@ class SharedContextAttention:
 
 def _score_rows(model: torch.nn.Module, items: list[tuple[list[int], list[list[int]]]]) -> list[tuple[float, bool]]:
     """(log-prob, greedy) of every continuation of a few contexts, in one forward pass."""
-    device = model.device
+    device = model.device  # the activations' (a quantized head has no float weight)
     width = max(_row_length(context, continuations) for context, continuations in items)
     ids = torch.zeros(len(items), width, dtype=torch.long)
     parts = torch.full((len(items), width), -1, dtype=torch.long)
