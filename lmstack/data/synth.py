@@ -166,16 +166,21 @@ def synthesize(seeds_path: str, output: str | Path, generate: Generate, *, per_s
     jobs = [(s, k) for s in seeds for k in range(per_seed)]
     from rich.progress import Progress
 
-    with Progress(disable=not progress) as bar, open(partial, "a", encoding="utf-8") as log:
-        task = bar.add_task("synthesizing", total=len(jobs), completed=sum(_key(s, k) in done for s, k in jobs))
-        for seed_record, k in jobs:
-            key = _key(seed_record, k)
-            if key in done:
-                continue
-            done[key] = _one_sample(seed_record, k, generate, evolve, random.Random(f"{seed}-{key}"))
-            log.write(json.dumps({"key": key, **done[key]}, ensure_ascii=False) + "\n")
-            log.flush()
-            bar.advance(task)
+    try:
+        with Progress(disable=not progress) as bar, open(partial, "a", encoding="utf-8") as log:
+            task = bar.add_task("synthesizing", total=len(jobs), completed=sum(_key(s, k) in done for s, k in jobs))
+            for seed_record, k in jobs:
+                key = _key(seed_record, k)
+                if key in done:
+                    continue
+                done[key] = _one_sample(seed_record, k, generate, evolve, random.Random(f"{seed}-{key}"))
+                log.write(json.dumps({"key": key, **done[key]}, ensure_ascii=False) + "\n")
+                log.flush()
+                bar.advance(task)
+    except BaseException:
+        if partial.is_file() and partial.stat().st_size == 0:
+            partial.unlink()  # nothing to resume: leave no empty file behind
+        raise
     report = SynthReport(str(output), len(seeds), attempted=len(jobs))
     report.rejected.update(entry["rejected"] for entry in done.values() if "rejected" in entry)
     accepted = [entry["record"] for key, entry in done.items() if "record" in entry]

@@ -139,3 +139,12 @@ def _seeds(tmp_path) -> str:
     path = tmp_path / "seeds.jsonl"
     path.write_text("".join(json.dumps(s) + "\n" for s in SEEDS))
     return str(path)
+
+
+def test_a_generator_that_fails_at_once_leaves_no_files(tmp_path):
+    def unreachable(messages, seed):
+        raise LmstackError("the endpoint http://127.0.0.1:9/v1 failed")
+
+    with pytest.raises(LmstackError, match="failed"):
+        synthesize(_seeds(tmp_path), tmp_path / "out.jsonl", unreachable, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seeds.jsonl"]
