@@ -21,7 +21,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "lmstack"
 
 LAYERS = {
-    "errors": 0, "home": 0, "device": 0, "inputs": 0, "formats": 0, "sandbox": 0, "arithmetic": 0,
+    "errors": 0, "home": 0, "device": 0, "inputs": 0, "formats": 0, "sandbox": 0, "arithmetic": 0, "lazy": 0,
     "model": 1, "tokenizer": 1,
     "peft": 2, "registry": 2, "generate": 2,
     "hub": 3,

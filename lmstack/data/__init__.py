@@ -5,9 +5,6 @@ Formats and templating import nothing heavy; packing (torch) and inspection (num
 load on first use of their names, so `lmstack data convert` starts fast.
 """
 
-from importlib import import_module
-from typing import Any
-
 from lmstack.data.formats import (
     CHAT_FORMATS,
     FORMATS,
@@ -34,6 +31,7 @@ from lmstack.data.templating import (
     tokenize_preference,
     tokenize_text,
 )
+from lmstack.lazy import lazy_names
 
 _LAZY = {"pack_samples": "lmstack.data.packing", "pad_batch": "lmstack.data.packing",
          "pack_rows": "lmstack.data.packing", "collate_rows": "lmstack.data.packing",
@@ -47,7 +45,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'lmstack.data' has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, _LAZY)

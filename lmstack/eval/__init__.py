@@ -3,8 +3,7 @@
 Names load on first use, so `lmstack eval --help` (and every other command) starts without torch.
 """
 
-from importlib import import_module
-from typing import Any
+from lmstack.lazy import lazy_names
 
 _LAZY = {"perplexity": "lmstack.eval.likelihood", "evaluate_perplexity": "lmstack.eval.likelihood",
          "AnswerReport": "lmstack.eval.answers", "answer_match_rate": "lmstack.eval.answers",
@@ -13,7 +12,4 @@ _LAZY = {"perplexity": "lmstack.eval.likelihood", "evaluate_perplexity": "lmstac
 __all__ = list(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'lmstack.eval' has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, _LAZY)

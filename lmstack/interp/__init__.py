@@ -3,15 +3,11 @@
 Names load on first use, so `lmstack abliterate --help` starts without torch.
 """
 
-from importlib import import_module
-from typing import Any
+from lmstack.lazy import lazy_names
 
 _LAZY = {"layer_activations": "lmstack.interp.activations"}
 
 __all__ = list(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'lmstack.interp' has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, _LAZY)

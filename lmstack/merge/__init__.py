@@ -3,8 +3,7 @@
 Names load on first use, so `lmstack merge --help` starts without torch.
 """
 
-from importlib import import_module
-from typing import Any
+from lmstack.lazy import lazy_names
 
 _LAZY = {"merge": "lmstack.merge.run", "MergeResult": "lmstack.merge.run", "load_config": "lmstack.merge.config",
          "MergeConfig": "lmstack.merge.config", "plan_merge": "lmstack.merge.plan", "METHODS": "lmstack.merge.config"}
@@ -12,7 +11,4 @@ _LAZY = {"merge": "lmstack.merge.run", "MergeResult": "lmstack.merge.run", "load
 __all__ = list(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'lmstack.merge' has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, _LAZY)

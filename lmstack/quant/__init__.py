@@ -4,8 +4,7 @@ producing models that reload with `lmstack.load` and decode faster, and GGUF exp
 Names load on first use, so `lmstack quant --help` starts without torch.
 """
 
-from importlib import import_module
-from typing import Any
+from lmstack.lazy import lazy_names
 
 _LAZY = {"quantize": "lmstack.quant.run", "QuantResult": "lmstack.quant.run",
          "QuantSettings": "lmstack.quant.methods", "quantize_model": "lmstack.quant.methods",
@@ -14,7 +13,4 @@ _LAZY = {"quantize": "lmstack.quant.run", "QuantResult": "lmstack.quant.run",
 __all__ = list(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'lmstack.quant' has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, _LAZY)
