@@ -140,8 +140,8 @@ def _shape_message(name: str, expected: tuple[int, ...], actual: tuple[int, ...]
 
 
 def _missing_message(config: ModelConfig, missing: list[str], unexpected: list[str]) -> str:
-    if any(".layers." in n for n in missing + unexpected):
-        layers = {int(n.split(".")[2]) for n in missing + unexpected if ".layers." in n}
+    layers = {index for n in missing + unexpected if (index := _layer_index(n)) is not None}
+    if layers:
         if unexpected and not missing:
             return (f"the weights have more layers than config.json's {HF_NAMES['num_layers']}={config.num_layers} "
                     f"(e.g. layer {max(layers)}); fix num_hidden_layers")
@@ -157,6 +157,12 @@ def _missing_message(config: ModelConfig, missing: list[str], unexpected: list[s
             "check model_type and the architecture keys of config.json")
 
 
-def _layer_order(name: str) -> tuple:
+def _layer_index(name: str) -> int | None:
+    """N of `model.layers.N.…`; None for other names (and for a damaged, non-numeric N)."""
     parts = name.split(".")
-    return (int(parts[2]) if len(parts) > 2 and parts[2].isdigit() else -1, name)
+    return int(parts[2]) if len(parts) > 3 and parts[1] == "layers" and parts[2].isdigit() else None
+
+
+def _layer_order(name: str) -> tuple:
+    index = _layer_index(name)
+    return (-1 if index is None else index, name)

@@ -61,6 +61,15 @@ def test_a_layer_count_that_does_not_match_the_weights_names_the_key():
         build_model(ModelConfig.from_hf({**HF, "num_hidden_layers": 1}), state)
 
 
+def test_a_damaged_layer_name_is_named_not_parsed():
+    config = ModelConfig.from_hf(HF)
+    state = weights(config)
+    state["model.layers. .mlp.up_proj.weight"] = state.pop("model.layers.1.mlp.up_proj.weight")
+    with pytest.raises(LmstackError, match=r"missing model\.layers\.1\.mlp\.up_proj\.weight; "
+                                           r"unexpected model\.layers\. \.mlp\.up_proj\.weight"):
+        build_model(config, state)
+
+
 @pytest.mark.parametrize(("key", "value"), [("num_attention_heads", 0), ("hidden_size", -8), ("vocab_size", "64"),
                                             ("num_hidden_layers", True)])
 def test_sizes_must_be_positive_integers(key, value):
